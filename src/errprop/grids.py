@@ -1,0 +1,108 @@
+"""Sampling step grids: decreasing σ sequences of n levels followed by a final 0.
+
+A grid of ``n`` steps has ``n + 1`` entries ``σ_0 > … > σ_{n-1} > σ_n = 0``; a first-order sampler
+calls the network once per step. Grids over the timestep index t (uniform, quadratic) are read off
+the process, so that on a VP model they land exactly on the trained timesteps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .errors import ErrpropError
+from .process import Process, VPProcess
+
+GRIDS = ("uniform", "quadratic", "edm", "exponential", "list")
+SPACINGS = ("trailing", "leading", "linspace")
+
+
+def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)])
+
+
+def uniform_t(process: Process, n: int, spacing: str = "trailing") -> torch.Tensor:
+    """n timesteps evenly spaced in t.
+
+    On a discrete VP process the spacings are diffusers' ``timestep_spacing``: ``trailing``
+    (starts at t = T−1, the default: it covers the whole trained range), ``leading`` (DDIM's
+    original ``range(0, T, T // n)``, which never reaches T−1) and ``linspace``.
+    On a VE process t is continuous and the three coincide.
+    """
+    if isinstance(process, VPProcess):
+        T = process.T
+        if spacing == "trailing":
+            ts = torch.arange(T, 0, -T / n, dtype=torch.float64).round() - 1
+        elif spacing == "leading":
+            ts = (torch.arange(n, dtype=torch.float64) * (T // n)).flip(0)
+        elif spacing == "linspace":
+            ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
+        else:
+            raise ErrpropError(f"sample.spacing: unknown {spacing!r}; choose one of {SPACINGS}")
+        return _with_zero(process.sigmas[ts.long()])
+    t_min, t_max = float(process.t(process.sigma_min)), float(process.t(process.sigma_max))
+    return _with_zero(process.sigma(torch.linspace(t_max, t_min, n, dtype=torch.float64)))
+
+
+def quadratic_t(process: Process, n: int) -> torch.Tensor:
+    """n timesteps quadratic in t (DDIM, Song et al. 2021: t_i ∝ i², up to 0.8 T on VP)."""
+    if isinstance(process, VPProcess):
+        ts = torch.linspace(0, math.sqrt(0.8 * process.T), n, dtype=torch.float64) ** 2
+        return _with_zero(process.sigmas[ts.long().flip(0)])
+    t_min, t_max = float(process.t(process.sigma_min)), float(process.t(process.sigma_max))
+    u = torch.linspace(1, 0, n, dtype=torch.float64) ** 2
+    return _with_zero(process.sigma(t_min + u * (t_max - t_min)))
+
+
+def edm_rho(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """EDM's polynomial grid σ_i = (σ_max^{1/ρ} + i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (DS eq. poly)."""
+    i = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    inv = 1 / rho
+    return _with_zero((sigma_max**inv + i * (sigma_min**inv - sigma_max**inv)) ** rho)
+
+
+def exponential(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """Geometric grid σ_i = σ_max (σ_min/σ_max)^{i/(n−1)} (Song et al.'s VE schedule; DS eq. exp)."""
+    i = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+    return _with_zero(sigma_max * (sigma_min / sigma_max) ** i)
+
+
+def custom(sigmas: Sequence[float]) -> torch.Tensor:
+    """A user list of σ levels (strictly decreasing, positive); the final 0 is appended."""
+    s = torch.as_tensor(list(sigmas), dtype=torch.float64)
+    if s.ndim != 1 or len(s) == 0 or (s <= 0).any() or (s[1:] >= s[:-1]).any():
+        raise ErrpropError(f"sample.sigmas: need a non-empty, strictly decreasing list of σ > 0, got {list(sigmas)}")
+    return _with_zero(s)
+
+
+def make_grid(
+    name: str,
+    process: Process,
+    n: int,
+    *,
+    rho: float = 7.0,
+    spacing: str = "trailing",
+    sigmas: Sequence[float] | None = None,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> torch.Tensor:
+    """The grid ``name`` with ``n`` steps for ``process`` (σ range defaults to the process's)."""
+    if name != "list" and n < 1:
+        raise ErrpropError(f"sample.steps must be ≥ 1, got {n}")
+    lo = process.sigma_min if sigma_min is None else sigma_min
+    hi = process.sigma_max if sigma_max is None else sigma_max
+    if name == "uniform":
+        return uniform_t(process, n, spacing)
+    if name == "quadratic":
+        return quadratic_t(process, n)
+    if name == "edm":
+        return edm_rho(lo, hi, n, rho)
+    if name == "exponential":
+        return exponential(lo, hi, n)
+    if name == "list":
+        if not sigmas:
+            raise ErrpropError("sample.sigmas: grid 'list' needs sample.sigmas")
+        return custom(sigmas)
+    raise ErrpropError(f"sample.grid: unknown {name!r}; choose one of {GRIDS}")

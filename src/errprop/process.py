@@ -1,0 +1,178 @@
+"""Forward processes: VP (discrete DDPM) and VE, seen through one time variable σ.
+
+Every process here is written as ``x_t = s(σ) · (x0 + σ n)`` (METHODS §0). errprop works in the
+*unscaled* space ``x̂ = x_t / s = x0 + σ n`` (EDM's view): samplers, denoisers and the Gaussian
+mixture oracle only ever see ``(x̂, σ)``. The scale ``s`` and the model's own time input are views
+onto σ, converted here and nowhere else.
+
+VP discrete: ``ᾱ_t`` for ``t = 0..T-1`` (diffusers' index; paper step ``t + 1``),
+``s = √ᾱ = 1/√(1+σ²)`` and ``σ = √((1-ᾱ)/ᾱ)``.
+VE: ``s ≡ 1`` with σ(t) = √t (Song et al.) or σ(t) = t (EDM).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ErrpropError
+
+BETA_SCHEDULES = ("linear", "cosine", "sigmoid")
+
+
+def beta_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """β_1..β_T (float64, length T) of a named schedule.
+
+    - ``linear``: DDPM (Ho et al. 2020), ``linspace(beta_start, beta_end, T)``.
+    - ``cosine``: Nichol & Dhariwal 2021, ᾱ(t) = cos²((t/T + 0.008)/1.008 · π/2), β ≤ 0.999.
+    - ``sigmoid``: diffusers' ``"sigmoid"``: ``sigmoid(linspace(-6, 6, T))`` mapped onto
+      [beta_start, beta_end].
+    """
+    if name == "linear":
+        return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    if name == "cosine":
+        s = 0.008
+        u = torch.arange(T + 1, dtype=torch.float64) / T
+        abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+    if name == "sigmoid":
+        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (beta_end - beta_start) + beta_start
+    raise ErrpropError(f"process.schedule: unknown β schedule {name!r}; choose one of {BETA_SCHEDULES}")
+
+
+class Process:
+    """Common interface of the forward processes (all σ arguments are tensors or floats)."""
+
+    sigma_min: float
+    sigma_max: float
+    discrete: bool
+
+    def scale(self, sigma: torch.Tensor) -> torch.Tensor:
+        """s(σ): x_t = s · x̂."""
+        raise NotImplementedError
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The time input the network is conditioned on at noise level σ."""
+        raise NotImplementedError
+
+    def prior_std(self, sigma: float) -> float:
+        """Std of the sampler's start distribution in x̂ space at σ (the N(0, I) of x_T, unscaled)."""
+        raise NotImplementedError
+
+    def sample_sigma(self, u: torch.Tensor) -> torch.Tensor:
+        """Training noise levels from uniforms ``u ∈ [0, 1)`` (t uniform over the process's range)."""
+        raise NotImplementedError
+
+
+@dataclass
+class VPProcess(Process):
+    """Discrete variance-preserving process (DDPM) with T steps.
+
+    Attributes are float64 tensors of length T indexed by ``t = 0..T-1``: ``betas``,
+    ``alphas_cumprod`` (ᾱ_t) and ``sigmas`` (σ_t, increasing).
+    """
+
+    T: int = 1000
+    schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    discrete = True
+
+    def __post_init__(self) -> None:
+        if self.T < 2:
+            raise ErrpropError(f"process.T must be ≥ 2, got {self.T}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ErrpropError(
+                f"process: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"
+            )
+        self.betas = beta_schedule(self.schedule, self.T, self.beta_start, self.beta_end)
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
+        self._log_sigmas = self.sigmas.log()
+        self.sigma_min = float(self.sigmas[0])
+        self.sigma_max = float(self.sigmas[-1])
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ (float64) at a possibly fractional timestep index, log-linear between integers."""
+        t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.T - 1)
+        log_sigmas = self._log_sigmas.to(t.device)
+        lo = t.floor().long().clamp(max=self.T - 2)
+        w = t - lo
+        return (log_sigmas[lo] * (1 - w) + log_sigmas[lo + 1] * w).exp()
+
+    def t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The fractional timestep index (float64) of σ: inverse of :meth:`sigma`, exact on the grid."""
+        log_sigmas = self._log_sigmas.to(torch.as_tensor(sigma).device)
+        log_s = torch.as_tensor(sigma, dtype=torch.float64, device=log_sigmas.device).log()
+        log_s = log_s.clamp(float(log_sigmas[0]), float(log_sigmas[-1]))
+        hi = torch.searchsorted(log_sigmas, log_s.contiguous()).clamp(1, self.T - 1)
+        lo = hi - 1
+        return lo + (log_s - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
+
+    def scale(self, sigma):
+        return (1 + torch.as_tensor(sigma) ** 2).rsqrt()
+
+    def c_noise(self, sigma):
+        # DDPM networks are conditioned on the timestep index, as in diffusers.
+        return self.t(sigma).to(sigma.dtype)
+
+    def prior_std(self, sigma):
+        return math.sqrt(1 + sigma**2)
+
+    def sample_sigma(self, u):
+        t = (u * self.T).long().clamp(max=self.T - 1)
+        return self.sigmas.to(u.device)[t].to(u.dtype)
+
+
+VE_KINDS = ("sqrt", "linear")
+
+
+@dataclass
+class VEProcess(Process):
+    """Variance-exploding process ``x = x0 + σ(t) n`` with σ(t) = √t (``sqrt``) or t (``linear``)."""
+
+    kind: str = "linear"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    discrete = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in VE_KINDS:
+            raise ErrpropError(f"process.ve_sigma: unknown {self.kind!r}; choose one of {VE_KINDS}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ErrpropError(
+                f"process: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
+            )
+
+    def sigma(self, t):
+        t = torch.as_tensor(t)
+        return t.sqrt() if self.kind == "sqrt" else t
+
+    def t(self, sigma):
+        sigma = torch.as_tensor(sigma)
+        return sigma**2 if self.kind == "sqrt" else sigma
+
+    def scale(self, sigma):
+        return torch.ones_like(torch.as_tensor(sigma))
+
+    def c_noise(self, sigma):
+        # EDM's conditioning for VE networks: a well-scaled input over σ ∈ [0.002, 80].
+        return torch.as_tensor(sigma).log() / 4
+
+    def prior_std(self, sigma):
+        return sigma
+
+    def sample_sigma(self, u):
+        t_min, t_max = float(self.t(self.sigma_min)), float(self.t(self.sigma_max))
+        return self.sigma(t_min + u * (t_max - t_min))
+
+
+def make_process(kind: str = "vp", **kwargs) -> Process:
+    """Build a process from config fields (``kind`` = ``vp`` or ``ve``)."""
+    if kind == "vp":
+        return VPProcess(**kwargs)
+    if kind == "ve":
+        return VEProcess(**kwargs)
+    raise ErrpropError(f"process.kind: unknown {kind!r}; choose 'vp' or 've'")

@@ -1,0 +1,151 @@
+"""Samplers: one pure step function per algorithm and one shared loop.
+
+Everything runs in the unscaled space ``x̂ = x0 + σ n`` (see :mod:`errprop.process`), where the
+DDPM/DDIM updates of a VP model and the probability-flow ODE of EDM are written in σ alone:
+
+- DDIM with η (Song et al. 2021), eq. 12, rewritten in σ: with
+  ``σ_up = η σ' √(σ² − σ'²)/σ`` and ``σ_down = √(σ'² − σ_up²)``,
+  ``x̂' = D + σ_down (x̂ − D)/σ + σ_up z``. η = 0 is Euler on the ODE ``dx̂/dσ = (x̂ − D)/σ``.
+- DDPM ancestral (Ho et al. 2020): the mean of q(x̂' | x̂, x0 = D) — the Brownian bridge
+  ``D + (σ'²/σ²)(x̂ − D)`` — with variance β̃ (``small``, = DDIM η = 1) or β (``large``).
+- Euler and Heun (EDM, Karras et al. 2022, Alg. 2) with optional churn γ.
+
+A step is ``step(denoiser, x, sigma, sigma_next, noise, **options) -> (x_next, denoised)``; the
+noise for stochastic steps comes from the caller's per-sample streams (:class:`errprop.noise.Noise`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .errors import ErrpropError
+from .noise import Noise
+from .process import Process
+
+Denoise = Callable[[torch.Tensor, float], torch.Tensor]
+Callback = Callable[[dict], None]
+
+
+def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0):
+    """DDIM (Song et al. 2021, eq. 12) with stochasticity η ∈ [0, 1]."""
+    denoised = denoiser(x, sigma)
+    if sigma_next == 0:
+        return denoised, denoised
+    sigma_up = eta * sigma_next * math.sqrt(sigma**2 - sigma_next**2) / sigma
+    sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
+    x_next = denoised + sigma_down / sigma * (x - denoised)
+    if sigma_up > 0:
+        x_next = x_next + sigma_up * noise.randn(*x.shape[1:], dtype=x.dtype)
+    return x_next, denoised
+
+
+def ddpm_step(
+    denoiser: Denoise,
+    x,
+    sigma: float,
+    sigma_next: float,
+    noise: Noise,
+    variance: str = "small",
+    process: Process | None = None,
+):
+    """DDPM ancestral step (Ho et al. 2020, eq. 6–7) with variance β̃_t (``small``) or β_t (``large``).
+
+    ``large`` needs the process: in x̂ space its variance is ``(σ² − σ'²) s(σ)²/s(σ')²``.
+    """
+    denoised = denoiser(x, sigma)
+    if sigma_next == 0:
+        return denoised, denoised
+    mean = denoised + (sigma_next**2 / sigma**2) * (x - denoised)
+    if variance == "small":
+        var = sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2
+    elif variance == "large":
+        if process is None:
+            raise ErrpropError("sampler ddpm with variance 'large' needs the process")
+        ratio = float(process.scale(torch.tensor(sigma, dtype=torch.float64)) / process.scale(
+            torch.tensor(sigma_next, dtype=torch.float64)))
+        var = (sigma**2 - sigma_next**2) * ratio**2
+    else:
+        raise ErrpropError(f"sample.variance: unknown {variance!r}; choose 'small' or 'large'")
+    return mean + math.sqrt(var) * noise.randn(*x.shape[1:], dtype=x.dtype), denoised
+
+
+def _churn(x, sigma: float, noise: Noise, gamma: float, s_noise: float):
+    """EDM Alg. 2 lines 4–6: raise the noise level from σ to σ̂ = σ(1 + γ) with fresh noise."""
+    if gamma <= 0:
+        return x, sigma
+    sigma_hat = sigma * (1 + gamma)
+    z = noise.randn(*x.shape[1:], dtype=x.dtype)
+    return x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * z, sigma_hat
+
+
+def euler_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0, s_noise: float = 1.0):
+    """Euler on the probability-flow ODE dx̂/dσ = (x̂ − D)/σ (EDM Alg. 2 without the correction)."""
+    x, sigma = _churn(x, sigma, noise, gamma, s_noise)
+    denoised = denoiser(x, sigma)
+    return x + (sigma_next - sigma) * (x - denoised) / sigma, denoised
+
+
+def heun_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0, s_noise: float = 1.0):
+    """Heun's second-order method (EDM Alg. 2); the last step to σ' = 0 is Euler, as in EDM."""
+    x, sigma = _churn(x, sigma, noise, gamma, s_noise)
+    denoised = denoiser(x, sigma)
+    d = (x - denoised) / sigma
+    x_next = x + (sigma_next - sigma) * d
+    if sigma_next > 0:
+        d_next = (x_next - denoiser(x_next, sigma_next)) / sigma_next
+        x_next = x + (sigma_next - sigma) * (d + d_next) / 2
+    return x_next, denoised
+
+
+STEPS: dict[str, Callable] = {"ddim": ddim_step, "ddpm": ddpm_step, "euler": euler_step, "heun": heun_step}
+
+
+def churn_gamma(s_churn: float, n_steps: int) -> float:
+    """EDM's per-step churn γ = min(S_churn / N, √2 − 1)."""
+    return min(s_churn / n_steps, math.sqrt(2) - 1)
+
+
+def get_step(name: str) -> Callable:
+    """The step function of a sampler name (``ddim``, ``ddpm``, ``euler``, ``heun``)."""
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise ErrpropError(f"unknown sampler {name!r}; choose one of {sorted(STEPS)}") from None
+
+
+def nfe(name: str, n_steps: int) -> int:
+    """Network evaluations of ``n_steps`` steps (Heun: 2n − 1)."""
+    return 2 * n_steps - 1 if name == "heun" else n_steps
+
+
+def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ...]) -> torch.Tensor:
+    """The sampler's start x̂ ~ N(0, prior_std(σ_max)² I): N(0, I) in x_T for VP, σ_max n for VE."""
+    return process.prior_std(sigma_max) * noise.randn(*shape)
+
+
+@torch.no_grad()
+def sample(
+    denoiser: Denoise,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: Noise,
+    step: str | Callable = "ddim",
+    callback: Callback | None = None,
+    **options,
+) -> torch.Tensor:
+    """Run ``step`` along ``sigmas`` from ``x`` (at σ_0) to σ_n = 0 and return x̂0.
+
+    ``callback`` sees every step as a dict with ``i, sigma, sigma_next, x, denoised, x_next``.
+    """
+    step_fn = get_step(step) if isinstance(step, str) else step
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, **options)
+        if callback is not None:
+            callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x,
+                      "denoised": denoised, "x_next": x_next})
+        x = x_next
+    return x
