@@ -83,7 +83,7 @@ def resolve(path: str | Path) -> Path:
     if path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     if not path.is_file():
-        raise ErrpropError(f"checkpoint not found: {path}")
+        raise ErrpropError(f"no run folder or checkpoint at {path}")
     return path
 
 

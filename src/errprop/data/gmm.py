@@ -109,6 +109,16 @@ class GaussianMixture:
         """``n`` exact draws from streams ``seed`` (float32, CPU)."""
         return self.sample(Noise.from_seed(seed, n, key=(0x6D6D,)))
 
+    def mode_counts(self, x: torch.Tensor, radius: float = 4.0) -> tuple[torch.Tensor, int]:
+        """Samples per component (most responsible one) and the number of off-mode samples, those
+        whose Mahalanobis distance to that component exceeds ``radius``."""
+        post = self.posterior(x, 0.0)
+        k = post.resp.argmax(1)
+        diff = (x.to(torch.float64) - self.means[k]).unsqueeze(-1)
+        maha = torch.linalg.solve_triangular(self._chol[k], diff, upper=False).squeeze(-1).norm(dim=1)
+        on = maha <= radius
+        return torch.bincount(k[on], minlength=len(self.weights)), int((~on).sum())
+
     # ----------------------------------------------------------------------------- closed forms
     def _noised(self, sigma: torch.Tensor):
         """Per-sample component covariances C_k = Σ_k + σ² I and their Cholesky factors."""

@@ -1,0 +1,170 @@
+"""Config → objects: the one place where names in a config become processes, data, nets, losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config
+from .data.gmm import GaussianMixture
+from .denoisers import Denoiser
+from .errors import ErrpropError
+from .noise import Noise, stream_seeds
+from .process import Process, make_process
+
+MIXTURES = ("ring8", "grid25", "random")
+_DATA_KEY, _PERM_KEY, _FLIP_KEY = 0xDA7A, 0x9E4B, 0xF119
+
+
+def build_process(cfg: Config) -> Process:
+    p = cfg.process
+    if p.kind == "vp":
+        return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end)
+    return make_process("ve", kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
+
+
+# ------------------------------------------------------------------------------------------ data
+class MixtureSource:
+    """Training batches drawn exactly from a Gaussian mixture; sample j of step k is fixed by the seed."""
+
+    def __init__(self, mixture: GaussianMixture) -> None:
+        self.mixture = mixture
+        self.shape = (mixture.dim,)
+
+    def batch(self, seed: int, indices: np.ndarray) -> torch.Tensor:
+        """Samples number ``indices`` (global over the run) of run ``seed``."""
+        return self.mixture.sample(Noise(stream_seeds(seed, indices, _DATA_KEY)))
+
+
+class ImageSource:
+    """Batches of a fixed image set, reshuffled each epoch; global sample k of the run is
+    position ``k mod N`` of epoch ``k div N``'s permutation, so any step can be rebuilt exactly."""
+
+    def __init__(self, x: torch.Tensor, hflip: bool = False) -> None:
+        self.x, self.hflip = x, hflip
+        self.shape = tuple(x.shape[1:])
+
+    @lru_cache(maxsize=2)  # noqa: B019 - one live source per run; caches the current epoch
+    def _perm(self, seed: int, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(stream_seeds(seed, [epoch], _PERM_KEY)[0]))
+        return torch.randperm(len(self.x), generator=g)
+
+    def batch(self, seed: int, indices: np.ndarray) -> torch.Tensor:
+        """Samples number ``indices`` (global over the run) of run ``seed``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        epochs, n = idx // len(self.x), len(self.x)
+        rows = torch.empty(len(idx), dtype=torch.long)
+        for e in np.unique(epochs):
+            m = torch.from_numpy(epochs == e)
+            rows[m] = self._perm(seed, int(e))[torch.from_numpy(idx % n)[m]]
+        x = self.x[rows]
+        if self.hflip:
+            flip = Noise(stream_seeds(seed, indices, _FLIP_KEY)).rand(1)[:, 0] < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+
+def load_data(cfg: Config, split: str = "train"):
+    """The data of a config: a :class:`GaussianMixture` or an image tensor (N, C, H, W) in [−1, 1]."""
+    d = cfg.data
+    if d.name in MIXTURES:
+        return GaussianMixture.preset(d.name, dim=d.dim, components=d.components, seed=d.mixture_seed)
+    from .data.images import load_images
+
+    kwargs = {"image_size": d.image_size} if d.name == "folder" else {}
+    return load_images(d.name, split=split, root=d.root, **kwargs).x
+
+
+def build_source(cfg: Config):
+    """The training batch source of a config."""
+    data = load_data(cfg, "train")
+    if isinstance(data, GaussianMixture):
+        return MixtureSource(data)
+    return ImageSource(data, hflip=cfg.data.hflip)
+
+
+def data_shape(cfg: Config, data=None) -> tuple[int, ...]:
+    """Per-sample shape (d,) or (C, H, W)."""
+    data = load_data(cfg) if data is None else data
+    return (data.dim,) if isinstance(data, GaussianMixture) else tuple(data.shape[1:])
+
+
+# ------------------------------------------------------------------------------------------ model
+def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    if m.net == "mlp":
+        if len(shape) != 1:
+            raise ErrpropError(f"model.net 'mlp' needs vector data, got samples of shape {shape}; use 'unet'")
+        from .nets.mlp import MLP
+
+        return MLP(shape[0], width=m.width, depth=m.depth, emb_dim=m.emb_dim, dropout=m.dropout)
+    if len(shape) != 3:
+        raise ErrpropError(f"model.net 'unet' needs image data (C, H, W), got samples of shape {shape}")
+    from .nets.unet import UNet
+
+    return UNet(shape[0], channels=m.channels, channel_mult=tuple(m.channel_mult),
+                num_res_blocks=m.num_res_blocks, attention_resolutions=tuple(m.attention_resolutions),
+                dropout=m.dropout, image_size=shape[1])
+
+
+def build_denoiser(cfg: Config, shape: tuple[int, ...], process: Process | None = None) -> Denoiser:
+    process = build_process(cfg) if process is None else process
+    return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data)
+
+
+def build_loss(cfg: Config, process: Process):
+    """The training objective of a config (see :mod:`errprop.losses`)."""
+    from .losses.simple import SimpleLoss
+
+    lc = cfg.loss
+    base = SimpleLoss(process, weighting=lc.weighting or cfg.model.parameterization,
+                      sigma_sampling=lc.sigma_sampling, p_mean=lc.p_mean, p_std=lc.p_std,
+                      sigma_data=cfg.model.sigma_data, input_perturbation=lc.input_perturbation)
+    if lc.name == "simple":
+        return base
+    if lc.name == "sa":
+        from .losses.sequence_aware import SequenceAwareLoss
+
+        return SequenceAwareLoss(process, **vars(lc.sa))
+    from .losses.cumulative import CumulativeErrorLoss
+
+    return CumulativeErrorLoss(process, base=base, **vars(lc.ep))
+
+
+# ------------------------------------------------------------------------------------------ runs
+@dataclass
+class Run:
+    """A trained run, loaded: its config, process, denoiser (EMA or raw weights) and step."""
+
+    path: object
+    config: Config
+    process: Process
+    denoiser: Denoiser
+    step: int
+    shape: tuple[int, ...]
+
+
+def load_run(path, ema: bool = True, device: str | torch.device = "cpu") -> Run:
+    """Load the latest checkpoint of a run folder (or a given checkpoint file)."""
+    from pathlib import Path
+
+    from . import checkpoint
+    from .config import from_dict
+
+    tensors, meta = checkpoint.load(path)
+    try:
+        cfg = from_dict(meta["config"])
+    except ErrpropError as e:
+        raise ErrpropError(f"checkpoint {path}: its config is not valid for this errprop: {e}") from None
+    shape = tuple(meta["data_shape"])
+    process = build_process(cfg)
+    denoiser = build_denoiser(cfg, shape, process)
+    prefix = "ema" if ema else "model"
+    checkpoint.load_state(denoiser.net, checkpoint.split(tensors, prefix), f"{prefix} weights")
+    denoiser.to(device).eval()
+    run_dir = Path(path) if Path(path).is_dir() else checkpoint.resolve(path).parent.parent
+    return Run(run_dir, cfg, process, denoiser, int(meta["step"]), shape)

@@ -1,0 +1,152 @@
+"""The ``errprop`` command: a thin layer over the library, one function per sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import config as config_mod
+from .errors import ErrpropError
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+# ------------------------------------------------------------------------------------------ train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    if args.resume:
+        if args.config:
+            raise ErrpropError("--resume takes its config from the run; use --set to change fields")
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise ErrpropError(f"--resume {run}: not a run folder (no config.yaml)")
+        cfg = config_mod.load(run / "config.yaml", args.set)
+    else:
+        cfg = config_mod.load(args.config, args.set)
+        stem = Path(args.config).stem if args.config else "run"
+        run = Path(args.out) if args.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        print(config_mod.dump(cfg), end="")
+        return 0
+    result = train(cfg, run, resume=bool(args.resume), progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; checkpoint saved: {result.checkpoint}\n"
+              f"continue with: errprop train --resume {run}", file=sys.stderr)
+        return 130
+    print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
+    print(run)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sample
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .builders import load_data, load_run
+    from .data.gmm import GaussianMixture
+    from .generate import generate
+    from .plots import save_samples_png
+
+    run = load_run(args.run, ema=not args.raw)
+    sc = run.config.sample
+    sampler = args.sampler or sc.sampler
+    steps = args.steps or sc.steps
+    seed = sc.seed if args.seed is None else args.seed
+    n = args.n or sc.n
+    grid = args.grid or sc.grid
+    x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
+                 grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True,
+                 grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
+                 eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn)
+    out = Path(run.path) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{sampler}-{steps}-{seed}"
+    np.savez_compressed(out / f"{stem}.npz", x=x.numpy())
+    data = load_data(run.config) if x.ndim == 2 and x.shape[1] == 2 else None
+    ref = data.sample_n(len(x), seed=seed + 1) if isinstance(data, GaussianMixture) else None
+    save_samples_png(x, out / f"{stem}.png", f"{sampler}, {steps} steps, step {run.step}", ref)
+    print(out / f"{stem}.npz")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    report = demo(Path(args.out) if args.out else None, quick=args.quick)
+    print(f"report: {report}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="errprop", description="Measure and reduce error propagation in diffusion models.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"errprop {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", help="YAML config (default: built-in defaults)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    t.add_argument("--out", help="run folder (default runs/<config>-<time>)")
+    t.add_argument("--resume", metavar="RUN", help="continue a run from its latest checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run", help="run folder or checkpoint")
+    s.add_argument("--sampler", choices=("ddim", "ddpm", "euler", "heun"))
+    s.add_argument("--steps", type=_positive)
+    s.add_argument("--n", type=_positive)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--batch-size", type=_positive)
+    s.add_argument("--grid", choices=("uniform", "quadratic", "edm", "exponential", "list"))
+    s.add_argument("--eta", type=float, help="DDIM η")
+    s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    s.set_defaults(fn=cmd_sample)
+
+    d = sub.add_parser("demo", help="the whole experiment on built-in data, with a report")
+    d.add_argument("--out", help="run folder (default runs/demo-<time>)")
+    d.add_argument("--quick", action="store_true", help="a reduced run (about a minute)")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``errprop`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ErrpropError as e:
+        print(f"errprop: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("errprop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

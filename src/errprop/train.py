@@ -1,0 +1,207 @@
+"""The training loop: data, model, loss, optimizer, EMA, checkpoints, logging — no diffusion math.
+
+Every random draw of step k is a function of ``(train.seed, k)``: the data of global sample
+``k·B + j`` and its loss noise come from per-sample streams, dropout from a per-step seed. So a run
+resumed from a checkpoint continues bit for bit, and the same global batch split over DDP ranks
+sees the same samples and the same noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .builders import build_denoiser, build_loss, build_process, build_source
+from .config import Config, dump
+from .errors import ErrpropError
+from .noise import Noise, stream_seeds
+
+_LOSS_KEY, _STEP_KEY = 0x1055, 0x57E9
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available, else CPU; otherwise the named device (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ErrpropError(f"config: train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ErrpropError(f"config: train.device is {name!r} but CUDA is not available here")
+    return dev
+
+
+def use_bf16(precision: str, net: str, device: torch.device) -> bool:
+    """bf16 autocast: asked for, or ``auto`` for U-Nets on devices with bf16 matrix units.
+
+    MLPs on low-dimensional data stay fp32 under ``auto``: their matmuls are too small to gain,
+    and bf16's 8-bit mantissa is coarse for 2-D coordinates.
+    """
+    if precision != "auto":
+        return precision == "bf16"
+    if net != "unet":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@dataclass
+class TrainResult:
+    """How a call to :func:`train` ended."""
+
+    run: Path
+    step: int
+    interrupted: bool
+    checkpoint: Path | None
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then saves and stops)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _lr(cfg: Config, step: int) -> float:
+    """Linear warm-up to train.lr over train.warmup steps, then constant."""
+    w = cfg.train.warmup
+    return cfg.train.lr * min(1.0, (step + 1) / w) if w > 0 else cfg.train.lr
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (a resumed run rewrites them)."""
+    if path.is_file():
+        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train the model of ``cfg`` into the run folder ``run`` (continuing it if ``resume``).
+
+    Returns when ``train.steps`` are done or after a SIGINT/SIGTERM, in both cases with a
+    checkpoint saved. A non-finite loss raises :class:`ErrpropError` naming the step.
+    """
+    run = Path(run)
+    tc = cfg.train
+    device = pick_device(tc.device)
+    rank, world = 0, 1
+    if tc.batch_size % world:
+        raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {world} ranks")
+    local = tc.batch_size // world
+
+    source = build_source(cfg)
+    process = build_process(cfg)
+    denoiser = build_denoiser(cfg, source.shape, process).to(device)
+    loss_fn = build_loss(cfg, process)
+    net = denoiser.net
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    bf16 = use_bf16(tc.precision, cfg.model.net, device)
+
+    start = 0
+    if resume:
+        tensors, meta = checkpoint.load(run)
+        checkpoint.load_state(net, checkpoint.split(tensors, "model"), "model weights")
+        checkpoint.load_state(ema, checkpoint.split(tensors, "ema"), "EMA weights")
+        checkpoint.load_optimizer(opt, tensors, meta["optim"])
+        start = int(meta["step"])
+        _trim_metrics(run / "metrics.jsonl", start)
+    else:
+        if checkpoint.list_checkpoints(run):
+            raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
+        run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump(cfg))
+
+    def save(step: int) -> Path:
+        tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+        opt_tensors, opt_meta = checkpoint.optimizer_tensors(opt)
+        meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta}
+        return checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run / "tb"), purge_step=start if resume else None)
+    metrics = open(run / "metrics.jsonl", "a")
+    bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {run.name}",
+               unit="step", dynamic_ncols=True, mininterval=1.0)
+    step, saved, t0 = start, None, time.time()
+    try:
+        with _StopFlag() as stop:
+            while step < tc.steps and stop.signum is None:
+                torch.manual_seed(int(stream_seeds(tc.seed, [step], _STEP_KEY)[0]) & (2**63 - 1))
+                idx = np.arange(step * tc.batch_size + rank * local, step * tc.batch_size + (rank + 1) * local)
+                x0 = source.batch(tc.seed, idx).to(device)
+                noise = Noise(stream_seeds(tc.seed, idx, _LOSS_KEY), device)
+                for g in opt.param_groups:
+                    g["lr"] = _lr(cfg, step)
+                net.train()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = loss_fn(denoiser, x0, noise)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    last = checkpoint.list_checkpoints(run)
+                    raise ErrpropError(
+                        f"loss is {loss.item()} at step {step}; training stopped. Last good checkpoint: "
+                        f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip)"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
+                opt.step()
+                with torch.no_grad():
+                    for pe, p in zip(ema.parameters(), net.parameters()):
+                        pe.lerp_(p, 1 - tc.ema_decay)
+                    for be, b in zip(ema.buffers(), net.buffers()):
+                        be.copy_(b)
+                step += 1
+                bar.update(1)
+                if step % tc.log_every == 0 or step == tc.steps:
+                    row = {"step": step, **{k: float(v.detach()) for k, v in out.items()},
+                           "grad_norm": float(grad_norm), "lr": _lr(cfg, step - 1),
+                           "time": round(time.time() - t0, 3)}
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                if step % tc.ckpt_every == 0 or step == tc.steps:
+                    saved = save(step)
+            interrupted = stop.signum is not None
+            if interrupted and (saved is None or step % tc.ckpt_every):
+                saved = save(step)
+    finally:
+        bar.close()
+        metrics.close()
+        writer.close()
+    return TrainResult(run, step, interrupted, saved)
+
