@@ -101,7 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="errprop", description="Measure and reduce error propagation in diffusion models.")
+    p = argparse.ArgumentParser(
+        prog="errprop", description="Measure and reduce error propagation in diffusion models.")
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"errprop {__version__}")

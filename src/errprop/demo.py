@@ -43,7 +43,8 @@ def demo(out: Path | None = None, quick: bool = False) -> Path:
              "| sampler | steps | min mode share | max mode share | off-mode |", "|---|---|---|---|---|"]
     for r in rows:
         fr = r["mode_fractions"]
-        lines.append(f"| {r['sampler']} | {r['steps']} | {min(fr):.3f} | {max(fr):.3f} | {r['off_mode']:.3f} |")
+        lines.append(f"| {r['sampler']} | {r['steps']} | {min(fr):.3f} | {max(fr):.3f} "
+                     f"| {r['off_mode']:.3f} |")
     lines += ["", "A perfect model puts 0.125 of the samples on each mode and none off-mode.", ""]
     lines += [f"![{r['sampler']}-{r['steps']}](samples-{r['sampler']}-{r['steps']}.png)" for r in rows]
     report = out / "report.md"

@@ -73,7 +73,8 @@ def custom(sigmas: Sequence[float]) -> torch.Tensor:
     """A user list of σ levels (strictly decreasing, positive); the final 0 is appended."""
     s = torch.as_tensor(list(sigmas), dtype=torch.float64)
     if s.ndim != 1 or len(s) == 0 or (s <= 0).any() or (s[1:] >= s[:-1]).any():
-        raise ErrpropError(f"sample.sigmas: need a non-empty, strictly decreasing list of σ > 0, got {list(sigmas)}")
+        raise ErrpropError(
+            f"sample.sigmas: need a non-empty, strictly decreasing list of σ > 0, got {list(sigmas)}")
     return _with_zero(s)
 
 

@@ -26,7 +26,8 @@ def image_grid(x: torch.Tensor, nrow: int | None = None) -> np.ndarray:
     return out
 
 
-def save_samples_png(x: torch.Tensor, path: str | Path, title: str = "", reference: torch.Tensor | None = None) -> Path:
+def save_samples_png(x: torch.Tensor, path: str | Path, title: str = "",
+                     reference: torch.Tensor | None = None) -> Path:
     """Save samples as a picture: 2-D → scatter (over ``reference`` in grey), images → a grid."""
     path = Path(path)
     if x.ndim == 2 and x.shape[1] == 2:

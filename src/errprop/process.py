@@ -38,7 +38,8 @@ def beta_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float =
         abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
     if name == "sigmoid":
-        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (beta_end - beta_start) + beta_start
+        u = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
+        return u * (beta_end - beta_start) + beta_start
     raise ErrpropError(f"process.schedule: unknown β schedule {name!r}; choose one of {BETA_SCHEDULES}")
 
 

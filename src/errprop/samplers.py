@@ -81,14 +81,16 @@ def _churn(x, sigma: float, noise: Noise, gamma: float, s_noise: float):
     return x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * z, sigma_hat
 
 
-def euler_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0, s_noise: float = 1.0):
+def euler_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0,
+               s_noise: float = 1.0):
     """Euler on the probability-flow ODE dx̂/dσ = (x̂ − D)/σ (EDM Alg. 2 without the correction)."""
     x, sigma = _churn(x, sigma, noise, gamma, s_noise)
     denoised = denoiser(x, sigma)
     return x + (sigma_next - sigma) * (x - denoised) / sigma, denoised
 
 
-def heun_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0, s_noise: float = 1.0):
+def heun_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: float = 0.0,
+              s_noise: float = 1.0):
     """Heun's second-order method (EDM Alg. 2); the last step to σ' = 0 is Euler, as in EDM."""
     x, sigma = _churn(x, sigma, noise, gamma, s_noise)
     denoised = denoiser(x, sigma)

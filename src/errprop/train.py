@@ -36,7 +36,8 @@ def pick_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ErrpropError(f"config: train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+        raise ErrpropError(
+            f"config: train.device {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ErrpropError(f"config: train.device is {name!r} but CUDA is not available here")
     return dev
@@ -158,7 +159,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         with _StopFlag() as stop:
             while step < tc.steps and stop.signum is None:
                 torch.manual_seed(int(stream_seeds(tc.seed, [step], _STEP_KEY)[0]) & (2**63 - 1))
-                idx = np.arange(step * tc.batch_size + rank * local, step * tc.batch_size + (rank + 1) * local)
+                first = step * tc.batch_size + rank * local  # global number of this rank's 1st sample
+                idx = np.arange(first, first + local)
                 x0 = source.batch(tc.seed, idx).to(device)
                 noise = Noise(stream_seeds(tc.seed, idx, _LOSS_KEY), device)
                 for g in opt.param_groups:

@@ -32,7 +32,8 @@ class MLP(nn.Module):
         dropout: dropout inside each block.
     """
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 3, emb_dim: int = 64, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, width: int = 256, depth: int = 3, emb_dim: int = 64,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.emb_dim = emb_dim
         self.emb = nn.Sequential(nn.Linear(emb_dim, width), nn.SiLU(), nn.Linear(width, width))
