@@ -4,7 +4,7 @@
 N(μ1, Σ1) and N(μ2, Σ2); FID when the features are Inception's). The trace term is computed from
 the symmetric form: with R = Σ1^{1/2}, ``(Σ1 Σ2)^{1/2}`` is similar to ``(R Σ2 R)^{1/2}``, so
 ``tr (Σ1 Σ2)^{1/2} = Σ_i √λ_i(R Σ2 R)``; both steps are symmetric eigen-decompositions whose
-eigenvalues are clipped at 0. This stays real and stable for singular or near-singular covariances
+eigenvalues below rounding level (d·eps·λ_max) are set to 0. This stays real and stable for singular or near-singular covariances
 (fewer samples than feature dimensions), where ``scipy.linalg.sqrtm(Σ1 @ Σ2)`` returns complex
 values and needs an ad-hoc diagonal offset.
 """
@@ -21,10 +21,20 @@ import torch
 from ..errors import ErrpropError
 
 
+def _psd_eigvals(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with rounding noise removed: values below d·eps·λ_max -> 0.
+
+    √λ amplifies noise near 0 (an error ε becomes √ε), so noise-level eigenvalues of a singular
+    matrix would otherwise add O(√eps) each to the trace term.
+    """
+    tol = w.shape[0] * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    return np.where(w > tol, w, 0.0)
+
+
 def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative λ -> 0)."""
+    """Symmetric square root of a symmetric positive semi-definite matrix."""
     w, v = np.linalg.eigh(a)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_psd_eigvals(w))) @ v.T
 
 
 def frechet_distance(
@@ -65,7 +75,7 @@ def frechet_distance(
     r = _sqrt_psd(s1)
     m = r @ s2 @ r
     eig = np.linalg.eigvalsh(0.5 * (m + m.T))
-    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    tr_covmean = float(np.sqrt(_psd_eigvals(eig)).sum())
     diff = m1 - m2
     fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
     return max(fd, 0.0)
