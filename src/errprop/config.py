@@ -187,6 +187,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return _build(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML (YAML 1.1) reads "3e-4" as a string; users mean the number.
+        try:
+            value = float(value)
+        except ValueError:
+            raise ErrpropError(f"config: {path} must be of type float, got {value!r}") from None
     if tp is float and isinstance(value, float) and not math.isfinite(value):
         raise ErrpropError(f"config: {path} must be a finite number, got {value!r}")
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -26,7 +26,7 @@ from .config import Config, dump
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
 
-_LOSS_KEY, _STEP_KEY = 0x1055, 0x57E9
+_LOSS_KEY, _STEP_KEY, _INIT_KEY = 0x1055, 0x57E9, 0x1417
 
 
 def pick_device(name: str) -> torch.device:
@@ -91,6 +91,10 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def _seed_torch(seed: int, *key: int) -> None:
+    torch.manual_seed(int(stream_seeds(seed, [0], *key)[0]) & (2**63 - 1))
+
+
 def _lr(cfg: Config, step: int) -> float:
     """Linear warm-up to train.lr over train.warmup steps, then constant."""
     w = cfg.train.warmup
@@ -120,6 +124,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
 
     source = build_source(cfg)
     process = build_process(cfg)
+    _seed_torch(tc.seed, _INIT_KEY)  # the initial weights are a function of train.seed
     denoiser = build_denoiser(cfg, source.shape, process).to(device)
     loss_fn = build_loss(cfg, process)
     net = denoiser.net
@@ -158,7 +163,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     try:
         with _StopFlag() as stop:
             while step < tc.steps and stop.signum is None:
-                torch.manual_seed(int(stream_seeds(tc.seed, [step], _STEP_KEY)[0]) & (2**63 - 1))
+                _seed_torch(tc.seed, _STEP_KEY, step)  # dropout and any other global-RNG use
                 first = step * tc.batch_size + rank * local  # global number of this rank's 1st sample
                 idx = np.arange(first, first + local)
                 x0 = source.batch(tc.seed, idx).to(device)

@@ -1,0 +1,67 @@
+import pytest
+
+from errprop import config
+from errprop.errors import ErrpropError
+
+
+def test_defaults_and_overrides_roundtrip(tmp_path):
+    cfg = config.load(overrides=["train.steps=10", "loss.sa.K=3", "model.channel_mult=[1, 2]",
+                                 "train.lr=3e-4", "data.root=/x"])
+    assert (cfg.train.steps, cfg.loss.sa.K, cfg.model.channel_mult) == (10, 3, [1, 2])
+    assert cfg.train.lr == 3e-4 and isinstance(cfg.train.lr, float)
+    path = tmp_path / "c.yaml"
+    path.write_text(config.dump(cfg))
+    assert config.load(path) == cfg
+
+
+def test_int_accepted_for_float_field():
+    assert config.load(overrides=["train.lr=1"]).train.lr == 1.0
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.steps=0", "train.steps must be ≥ 1, got 0"),
+    ("train.bogus=1", "unknown field 'train.bogus'"),
+    ("bogus.x=1", "unknown field 'bogus'"),
+    ("loss.sa.tau=x", "loss.sa.tau must be one of"),
+    ("train.lr=abc", "train.lr must be of type float"),
+    ("train.steps=1.5", "train.steps must be of type int"),
+    ("train.steps=true", "train.steps must be of type int"),
+    ("train.lr=.nan", "train.lr must be a finite number"),
+    ("train.lr=-1", "train.lr must be > 0"),
+    ("model.channel_mult=3", "model.channel_mult must be a list"),
+    ("model.channel_mult=[1, x]", r"model.channel_mult\[1\] must be of type int"),
+    ("process.beta_end=0.5", None),
+    ("process.beta_start=0.5", "beta_start < process.beta_end"),
+    ("train.ema_decay=1.0", "ema_decay must be < 1"),
+    ("sample.grid=list", "sample.sigmas must list"),
+    ("data=5", "data must be a mapping"),
+])
+def test_validation_names_the_field(override, message):
+    if message is None:
+        config.load(overrides=[override])
+        return
+    with pytest.raises(ErrpropError, match=message):
+        config.load(overrides=[override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ErrpropError, match="not found"):
+        config.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ErrpropError, match="not valid YAML"):
+        config.load(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ErrpropError, match="mapping of sections"):
+        config.load(bad)
+    with pytest.raises(ErrpropError, match="key=value"):
+        config.load(overrides=["train.steps"])
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config.load(path)
