@@ -31,12 +31,6 @@ def _psd_eigvals(w: np.ndarray) -> np.ndarray:
     return np.where(w > tol, w, 0.0)
 
 
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix."""
-    w, v = np.linalg.eigh(a)
-    return (v * np.sqrt(_psd_eigvals(w))) @ v.T
-
-
 def frechet_distance(
     mu1: np.ndarray | torch.Tensor,
     sigma1: np.ndarray | torch.Tensor,
@@ -72,8 +66,12 @@ def frechet_distance(
         )
     s1 = 0.5 * (s1 + s1.T)
     s2 = 0.5 * (s2 + s2.T)
-    r = _sqrt_psd(s1)
-    m = r @ s2 @ r
+    # Σ1 = V diag(w) V^T, so R Σ2 R has the eigenvalues of B^T Σ2 B with B = V diag(√w), whose
+    # zero columns (the null space of Σ1) can be dropped: (k, k) with k = rank Σ1.
+    w, v = np.linalg.eigh(s1)
+    w = _psd_eigvals(w)
+    b = v[:, w > 0] * np.sqrt(w[w > 0])
+    m = b.T @ s2 @ b
     eig = np.linalg.eigvalsh(0.5 * (m + m.T))
     tr_covmean = float(np.sqrt(_psd_eigvals(eig)).sum())
     diff = m1 - m2
