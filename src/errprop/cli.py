@@ -90,6 +90,38 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ evaluate
+def _samplers_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in names if v not in ("ddim", "ddpm", "euler", "heun")]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"expected samplers among ddim, ddpm, euler, heun; got {text!r}")
+    return names
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .builders import load_run
+    from .evaluate import evaluate, format_table
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    run = load_run(args.run, device=device)
+    result = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
+                      device, args.inception_weights)
+    print(format_table(result))
+    print(Path(run.path) / "eval" / f"{args.metric}.json")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .metrics.features import load_or_train_classifier
+    from .train import pick_device
+
+    model, acc = load_or_train_classifier(args.data, args.root, args.seed, device=pick_device(args.device))
+    print(f"{args.data} classifier: test accuracy {acc:.4f}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
@@ -128,6 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eta", type=float, help="DDIM η")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.set_defaults(fn=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="sample quality against sampling steps, with its floor")
+    e.add_argument("run", help="run folder or checkpoint")
+    e.add_argument("--steps", type=_steps_list, default=[10, 20, 50, 100], help="e.g. 10,20,50,100")
+    e.add_argument("--sampler", type=_samplers_list, default=["ddim"], help="e.g. ddim,ddpm")
+    e.add_argument("--metric", default="fd", choices=("fd", "mmd", "swd", "xent", "modes", "fid"))
+    e.add_argument("--n", type=_positive, default=10_000, help="samples per setting")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=_positive, default=500)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--inception-weights", metavar="PATH", help="local Inception weights (metric fid)")
+    e.set_defaults(fn=cmd_evaluate)
+
+    f = sub.add_parser("features", help="the feature classifier behind the fd metric")
+    f.add_argument("action", choices=("train",))
+    f.add_argument("--data", required=True, choices=("fashion-mnist", "digits", "mnist"))
+    f.add_argument("--root", help="folder holding the data set's files")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto")
+    f.set_defaults(fn=cmd_features)
 
     d = sub.add_parser("demo", help="the whole experiment on built-in data, with a report")
     d.add_argument("--out", help="run folder (default runs/demo-<time>)")
