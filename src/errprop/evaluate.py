@@ -92,7 +92,8 @@ class _Scorer:
             g = torch.Generator().manual_seed(0)
             return float(sliced_wasserstein(x[:k].flatten(1), self.ref[:k].flatten(1), generator=g))
         if m == "xent":
-            return float(-self.data.log_prob(x.double()).mean() + self.data.log_prob(self.ref.double()).mean())
+            log_p = self.data.log_prob
+            return float(log_p(self.ref.double()).mean() - log_p(x.double()).mean())
         if m == "modes":
             counts, _ = self.data.mode_counts(x)
             return float((counts / len(x) - self.data.weights).abs().max())
@@ -159,7 +160,8 @@ def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
 
 def format_table(result: dict) -> str:
     """A plain-text table of one evaluation."""
-    lines = [f"{result['metric']} (n = {result['n']}; floor {result['floor']:.4g} at n = {result['floor_n']})",
+    floor = f"floor {result['floor']:.4g} at n = {result['floor_n']}"
+    lines = [f"{result['metric']} (n = {result['n']}; {floor})",
              f"{'sampler':8} {'steps':>6} {'NFE':>5} {'value':>12}"]
     lines += [f"{r['sampler']:8} {r['steps']:6d} {r['nfe']:5d} {r['value']:12.5g}" for r in result["results"]]
     return "\n".join(lines)

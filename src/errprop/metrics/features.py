@@ -112,7 +112,7 @@ class TrainSettings:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     hflip: bool | None = None
-    bf16: bool = True
+    bf16: bool = False
 
     def resolved(self) -> TrainSettings:
         """The same settings with the per-data-set defaults filled in."""
@@ -123,7 +123,7 @@ class TrainSettings:
         return TrainSettings(**d)
 
 
-DEFAULT_EPOCHS = {"fashion-mnist": 4, "mnist": 3, "digits": 40, "cifar10": 20}
+DEFAULT_EPOCHS = {"fashion-mnist": 6, "mnist": 4, "digits": 40, "cifar10": 20}
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None):
