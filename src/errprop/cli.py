@@ -122,6 +122,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(compare(args.runs, out))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
@@ -180,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
     f.set_defaults(fn=cmd_features)
+
+    c = sub.add_parser("compare", help="one table and plots over several runs")
+    c.add_argument("runs", nargs="+", help="run folders")
+    c.add_argument("--out", help="output folder (default runs/compare-<time>)")
+    c.set_defaults(fn=cmd_compare)
 
     d = sub.add_parser("demo", help="the whole experiment on built-in data, with a report")
     d.add_argument("--out", help="run folder (default runs/demo-<time>)")
