@@ -12,6 +12,9 @@ PYTHON=${PYTHON:-python3}
 # torch is pinned here: on a CPU box this is the local 2.13.0 CPU build, on a GPU box the CUDA one.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# Inception FID/IS/KID use torch-fidelity's InceptionV3 module only; --no-deps keeps its
+# torchvision requirement (which would replace the pinned torch) out.
+.venv/bin/python -m pip install -q --no-deps "torch-fidelity==0.4.0"
 
 if [ ! -e /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""

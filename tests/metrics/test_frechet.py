@@ -101,6 +101,6 @@ def test_feature_stats_save_load_and_continue(tmp_path):
     with pytest.raises(ErrpropError, match="delete the file"):
         FeatureStats.load(tmp_path / "bad.npz")
     with pytest.raises(ErrpropError, match="need at least 2"):
-        FeatureStats().update(feats[:1]).cov
+        _ = FeatureStats().update(feats[:1]).cov
     with pytest.raises(ErrpropError, match="dimension 4, expected 5"):
         st.update(feats[:2, :4])

@@ -62,7 +62,10 @@ def test_loads_weights_by_path_without_download(random_weights, no_download):
 def test_missing_or_invalid_weights_are_clear_errors(tmp_path, no_download, monkeypatch):
     with pytest.raises(ErrpropError, match=r"does not exist.*--inception-weights PATH"):
         inception.load_inception(tmp_path / "nope.pth")
-    monkeypatch.setattr(inception, "_online", lambda *a, **k: False)
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(ErrpropError, match=r"offline.*--inception-weights PATH.*https://"):
         inception.resolve_inception_weights(None)
     with pytest.raises(ErrpropError, match="downloads are disabled"):
@@ -78,8 +81,7 @@ def test_missing_or_invalid_weights_are_clear_errors(tmp_path, no_download, monk
         inception.load_inception(wrong)
 
 
-def test_cached_weights_are_used_offline(random_weights, no_download, monkeypatch):
-    monkeypatch.setattr(inception, "_online", lambda *a, **k: False)
+def test_cached_weights_are_used_offline(random_weights, no_download):
     cached = Path(torch.hub.get_dir()) / "checkpoints" / inception.INCEPTION_URL.rsplit("/", 1)[1]
     cached.parent.mkdir(parents=True)
     cached.write_bytes(random_weights.read_bytes())

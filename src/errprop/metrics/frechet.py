@@ -4,9 +4,10 @@
 N(μ1, Σ1) and N(μ2, Σ2); FID when the features are Inception's). The trace term is computed from
 the symmetric form: with R = Σ1^{1/2}, ``(Σ1 Σ2)^{1/2}`` is similar to ``(R Σ2 R)^{1/2}``, so
 ``tr (Σ1 Σ2)^{1/2} = Σ_i √λ_i(R Σ2 R)``; both steps are symmetric eigen-decompositions whose
-eigenvalues below rounding level (d·eps·λ_max) are set to 0. This stays real and stable for singular or near-singular covariances
-(fewer samples than feature dimensions), where ``scipy.linalg.sqrtm(Σ1 @ Σ2)`` returns complex
-values and needs an ad-hoc diagonal offset.
+eigenvalues below rounding level (d·eps·λ_max) are set to 0, and the second one is restricted to
+the range of Σ1 (cheap when Σ1 has low rank). This stays real and stable for singular or
+near-singular covariances (fewer samples than feature dimensions), where
+``scipy.linalg.sqrtm(Σ1 @ Σ2)`` returns complex values and needs an ad-hoc diagonal offset.
 """
 
 from __future__ import annotations

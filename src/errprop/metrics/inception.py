@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import socket
 import sys
 import types
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.images import download_timeout
 from ..errors import ErrpropError
 from .frechet import FeatureStats, frechet_distance
 
@@ -72,19 +72,11 @@ def _inception_class() -> type[nn.Module]:
         del sys.modules["torch_fidelity"]  # a later `import torch_fidelity` tries the real one
 
 
-def _online(host: str = "github.com", timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def resolve_inception_weights(
     inception_weights: str | os.PathLike | None = None, allow_download: bool = True
 ) -> Path:
     """The weights file to use: the given path (never downloads), else torch hub's cached copy,
-    else a fresh download into torch hub's cache when ``allow_download`` and online.
+    else a fresh download into torch hub's cache when ``allow_download`` (failing fast offline).
 
     Raises:
         ErrpropError: the given file does not exist, or no file is cached and none can be
@@ -98,15 +90,16 @@ def resolve_inception_weights(
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
     if cached.is_file():
         return cached
-    if not allow_download or not _online():
-        why = "downloads are disabled" if not allow_download else "this machine is offline"
-        raise ErrpropError(f"no Inception weights given, none cached in {cached}, and {why}. "
-                           + _HOW_TO_GET)  # fmt: skip
+    if not allow_download:
+        raise ErrpropError(f"no Inception weights given, none cached in {cached}, and downloads are "
+                           "disabled. " + _HOW_TO_GET)  # fmt: skip
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=True)
-    except Exception as e:  # urllib raises many kinds
-        raise ErrpropError(f"downloading the Inception weights failed ({e}). {_HOW_TO_GET}") from e
+        with download_timeout():
+            torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=True)
+    except Exception as e:  # urllib raises many kinds; offline machines land here
+        raise ErrpropError(f"no Inception weights given, none cached in {cached}, and downloading "
+                           f"them failed (offline? {e}). {_HOW_TO_GET}") from e
     return cached
 
 
@@ -129,8 +122,8 @@ def load_inception(
     Raises:
         ErrpropError: torch-fidelity is missing, or the file is not an InceptionV3 state dict.
     """
-    cls = _inception_class()
     path = resolve_inception_weights(inception_weights, allow_download)
+    cls = _inception_class()
     try:  # safe load first: a plain state dict of tensors, nothing executable
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types
