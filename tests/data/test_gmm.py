@@ -17,9 +17,9 @@ def mix(request):
 def test_log_prob_matches_scipy(mix):
     x = torch.randn(20, mix.dim, dtype=torch.float64)
     sigma = 0.3
-    ref = np.log(sum(
-        float(w) * multivariate_normal(m.numpy(), (c + sigma**2 * torch.eye(mix.dim, dtype=torch.float64)).numpy()).pdf(x.numpy())
-        for w, m, c in zip(mix.weights, mix.means, mix.covs)))
+    eye = torch.eye(mix.dim, dtype=torch.float64)
+    ref = np.log(sum(float(w) * multivariate_normal(m.numpy(), (c + sigma**2 * eye).numpy()).pdf(x.numpy())
+                     for w, m, c in zip(mix.weights, mix.means, mix.covs)))
     np.testing.assert_allclose(mix.log_prob(x, sigma).numpy(), ref, rtol=1e-10)
 
 

@@ -20,7 +20,6 @@ without class sub-folders). Data sets:
 from __future__ import annotations
 
 import contextlib
-
 import gzip
 import os
 import socket
