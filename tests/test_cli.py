@@ -87,3 +87,15 @@ def test_gmm_config_covers_all_eight_modes(tmp_path, capsys):
     counts, off = GaussianMixture.ring8().mode_counts(torch.from_numpy(x))
     share = counts.numpy() / len(x)
     assert np.all(np.abs(share - 1 / 8) <= 0.3 / 8), (share, off)
+
+
+@pytest.mark.parametrize("cfg,component", [("gmm_sa2.yaml", "loss_sa"), ("gmm_ep.yaml", "loss_ep")])
+def test_each_objective_trains_end_to_end(tmp_path, cfg, component, capsys):
+    import json
+
+    run = tmp_path / cfg
+    assert main(["train", "--config", str(ROOT / "configs" / cfg), "--out", str(run), *SMALL,
+                 "--set", "train.log_every=10"]) == 0
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all({"loss", "loss_simple", component} <= r.keys() for r in rows)
+    assert main(["sample", str(run), "--steps", "5", "--n", "20"]) == 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoisers import PARAMETERIZATIONS
+from ..denoisers import PARAMETERIZATIONS, eps_from_denoised
 from ..errors import ErrpropError
 from ..noise import Noise
 from ..process import Process
@@ -92,8 +92,11 @@ class SimpleLoss:
         """λ(σ)‖D − target‖² per sample for given σ (batch,), noise n and IP noise ξ."""
         s = _b(sigma, x0)
         x = x0 + s * n if xi is None else x0 + s * (n + self.input_perturbation * xi)
+        denoised = denoiser(x, sigma)
+        if self.weighting == "eps":  # DDPM's own form ‖ε̂ − ε‖²: the same value, no 1/σ² on rounding
+            return (eps_from_denoised(x, denoised, sigma) - n).flatten(1).pow(2).sum(1)
         target = x - s * n  # = x0, or x0 + σγξ under input perturbation (target ε unchanged)
-        err = (denoiser(x, sigma) - target).flatten(1).pow(2).sum(1)
+        err = (denoised - target).flatten(1).pow(2).sum(1)
         return loss_weight(self.weighting, sigma, self.sigma_data) * err
 
     def __call__(self, denoiser, x0: torch.Tensor, noise: Noise) -> dict[str, torch.Tensor]:
