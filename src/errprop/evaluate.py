@@ -66,7 +66,7 @@ class _Scorer:
             self.classifier, self.accuracy = load_or_train_classifier(cfg.data.name, cfg.data.root,
                                                                       device=device)
             self.ref_stats = reference_stats(cfg.data.name, "test", cfg.data.root, device=device)
-            self._stats = lambda x: compute_stats(self.classifier, x, device=device)
+            self._stats = lambda x: compute_stats(self.classifier, x)
         if metric == "fid":
             from .metrics.inception import load_inception
 
@@ -122,7 +122,7 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str = "fd"
             rows.append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), "value": scorer(x)})
     result = {"metric": metric, "n": n, "seed": seed, "floor": scorer.floor(),
               "floor_n": len(scorer.floor_set), "train_step": run.step, "grid": sc.grid,
-              "results": rows, "command": shlex.join(["errprop", *sys.argv[1:]])}
+              "results": rows, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     if metric == "fd":
         result["classifier_test_accuracy"] = scorer.accuracy
     out = Path(run.path) / "eval"

@@ -1,0 +1,119 @@
+"""B4 — sample quality against sampling steps for baseline, SA-2 and EP (BENCHMARKS.md).
+
+The same U-Net, data, training budget (steps × batch) and seed for every objective; Fréchet
+distance on the Fashion-MNIST classifier's features at several step counts for DDPM and DDIM,
+with the train-vs-test floor at the same n. Prints a table and writes JSON + Markdown.
+
+    python benchmarks/b4_quality.py --steps 8000 --n 10000 --device cuda      # the reported run
+    python benchmarks/b4_quality.py --quick                                   # smoke run on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from errprop import config
+from errprop.builders import load_run
+from errprop.compare import describe_loss
+from errprop.evaluate import evaluate
+from errprop.train import train
+
+ROOT = Path(__file__).parents[1]
+OBJECTIVES = {"baseline": "fashion_mnist.yaml", "sa2": "fashion_mnist_sa2.yaml",
+              "ep": "fashion_mnist_ep.yaml"}
+
+
+def machine(device: str) -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor())
+    gpu = f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
+    return f"{cpu} ({torch.get_num_threads()} threads){gpu}, torch {torch.__version__}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=8000, help="training steps for every objective")
+    p.add_argument("--n", type=int, default=10_000, help="samples per setting")
+    p.add_argument("--sampling-steps", default="10,20,50,100")
+    p.add_argument("--samplers", default="ddpm,ddim")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--runs", default="runs/b4", help="where the run folders go")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results"), help="where the results go")
+    p.add_argument("--only", default=None, help="comma-separated subset of objectives")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
+    a = p.parse_args()
+    if a.quick:
+        a.steps, a.n, a.sampling_steps = 20, 200, "5"
+    from errprop.train import pick_device
+
+    device = str(pick_device(a.device))
+    ks = [int(k) for k in a.sampling_steps.split(",")]
+    samplers = a.samplers.split(",")
+    names = a.only.split(",") if a.only else list(OBJECTIVES)
+    results = {}
+    for name in names:
+        over = [f"train.steps={a.steps}", f"train.seed={a.seed}", f"train.device={device}",
+                f"train.ckpt_every={a.steps}"]
+        if a.data_root:
+            over.append(f"data.root={a.data_root}")
+        cfg = config.load(ROOT / "configs" / OBJECTIVES[name], over)
+        run_dir = Path(a.runs) / name
+        t0 = time.time()
+        if (run_dir / "checkpoints").is_dir():
+            train(cfg, run_dir, resume=True)
+        else:
+            train(cfg, run_dir)
+        train_s = time.time() - t0
+        run = load_run(run_dir, device=device)
+        batch = 2000 if "cuda" in device else 500
+        res = evaluate(run, ks, samplers, "fd", n=a.n, seed=a.seed, batch_size=batch, device=device)
+        res["objective"], res["train_seconds"] = describe_loss(cfg), round(train_s, 1)
+        results[name] = res
+        print(name, json.dumps(res["results"]), flush=True)
+        write(a, device, ks, samplers, results)
+
+
+def write(a, device: str, ks: list[int], samplers: list[str], results: dict) -> None:
+    """Write docs/results/b4_quality.{json,md} for the objectives finished so far."""
+    commit = os.environ.get("ERRPROP_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    meta = {"command": "python benchmarks/b4_quality.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v not in (None, False)),
+        "machine": machine(device), "commit": commit, "date": time.strftime("%Y-%m-%d"),
+        "train_steps": a.steps, "batch_size": 128, "n": a.n}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "b4_quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    lines = ["# B4 — Fashion-MNIST sample quality against sampling steps", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+             f"Commit: {commit}, date: {meta['date']}. Training: {a.steps} steps × batch 128 for "
+             "every objective, same seed, EMA weights. Metric: Fréchet distance on the features of "
+             f"errprop's Fashion-MNIST classifier, n = {a.n} samples vs the 10,000 test images.", ""]
+    first = next(iter(results.values()))
+    lines += [f"Floor (train subset of n = {first['floor_n']} vs test): **{first['floor']:.3f}**. "
+              f"Classifier test accuracy {first['classifier_test_accuracy']:.4f}.", ""]
+    lines.append("| sampler | steps | " + " | ".join(f"{r['objective']}" for r in results.values()) + " |")
+    lines.append("|---|---|" + "---|" * len(results))
+    for sampler in samplers:
+        for k in ks:
+            vals = [next(r["value"] for r in res["results"] if (r["sampler"], r["steps"]) == (sampler, k))
+                    for res in results.values()]
+            lines.append(f"| {sampler} | {k} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    lines += ["", "| objective | training wall-clock (s) |", "|---|---|"]
+    lines += [f"| {r['objective']} | {r['train_seconds']} |" for r in results.values()]
+    (out / "b4_quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
