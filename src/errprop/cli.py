@@ -122,6 +122,33 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ diagnose
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .builders import load_data, load_run
+    from .data.gmm import GaussianMixture
+    from .diagnostics.run import diagnose
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    run = load_run(args.run, device=device)
+    data = load_data(run.config, "train")
+    if args.oracle and not isinstance(data, GaussianMixture):
+        raise ErrpropError("--oracle needs a Gaussian-mixture run (the exact denoiser is its oracle)")
+    sc = run.config.sample
+    out = Path(run.path) / "diagnostics"
+    written = diagnose(run.denoiser, run.process, data, args.what, sampler=args.sampler or sc.sampler,
+                       steps=args.steps or sc.steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
+                       oracle=data if args.oracle else None, batch_size=args.batch_size,
+                       options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn},
+                       grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas})
+    (out / "command.txt").write_text(shlex.join(["errprop", *sys.argv[1:]]) + "\n")
+    for path in written.values():
+        print(path)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ compare
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
@@ -189,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
     f.set_defaults(fn=cmd_features)
+
+    g = sub.add_parser("diagnose", help="error propagation step by step")
+    g.add_argument("run", help="run folder or checkpoint")
+    g.add_argument("--what", default="modular,cumulative,gap",
+                   help="comma-separated: modular, cumulative, amplification, gap, budget")
+    g.add_argument("--sampler", choices=("ddim", "ddpm", "euler", "heun", "analytic"))
+    g.add_argument("--steps", type=_positive)
+    g.add_argument("--grid", choices=("uniform", "quadratic", "edm", "exponential", "list"))
+    g.add_argument("--n", type=_positive, default=1000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=_positive)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--oracle", action="store_true", help="also measure the exact mixture denoiser")
+    g.set_defaults(fn=cmd_diagnose)
 
     c = sub.add_parser("compare", help="one table and plots over several runs")
     c.add_argument("runs", nargs="+", help="run folders")

@@ -74,11 +74,20 @@ def compare(runs: list[Path], out: Path) -> Path:
         rep.image(f"{metric}.png", f"{metric} vs steps")
     diags = sorted({d for s in summaries for d in s["diagnostics"]})
     if diags:
-        from .diagnostics.plots import plot_runs
+        from .diagnostics.plots import plot_steps
+        from .diagnostics.run import curves
 
         for what in diags:
             have = {s["name"]: s["diagnostics"][what] for s in summaries if what in s["diagnostics"]}
+            runs = {name: d["model"] for name, d in have.items()}
+            oracle = next((d["oracle"] for d in have.values() if "oracle" in d), None)
+            if oracle is not None:
+                runs["exact denoiser"] = oracle
+            lines, xlabel, ylabel = curves(what, runs)
             rep.heading(f"diagnostics: {what}")
-            path = plot_runs(have, out / f"diag-{what}.png", what)
-            rep.image(path.name, what)
+            first = next(iter(have.values()))
+            rep.text(f"{first.get('sampler', '')} sampler, {first.get('steps', '')} steps, "
+                     f"n = {first.get('n', '')}; per-step arrays in each run's `diagnostics/{what}.json`.")
+            plot_steps(lines, out / f"diag-{what}.png", xlabel=xlabel, ylabel=ylabel, title=what)
+            rep.image(f"diag-{what}.png", what)
     return rep.write(out)

@@ -65,16 +65,20 @@ class Noise:
         sub.seeds, sub.device, sub._gens = self.seeds[idx], self.device, self._gens[idx]
         return sub
 
-    def _draw(self, fn, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        out = torch.empty((len(self._gens), *shape), dtype=dtype)
-        for row, g in zip(out, self._gens):
-            fn(*shape, generator=g, out=row)
-        return out.to(self.device)
+    def _draw(self, fill, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        # In-place fills of the rows (what torch.randn/rand(out=...) run, minus their per-call
+        # argument handling); pinned host memory lets the copy to a GPU run without waiting for
+        # the work already queued there.
+        pin = self.device.type == "cuda"
+        out = torch.empty((len(self._gens), *shape), dtype=dtype, pin_memory=pin)
+        for row, g in zip(out.unbind(0), self._gens):
+            fill(row, generator=g)
+        return out.to(self.device, non_blocking=pin)
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal draws of shape (batch, *shape)."""
-        return self._draw(torch.randn, shape, dtype)
+        return self._draw(torch.Tensor.normal_, shape, dtype)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws of shape (batch, *shape)."""
-        return self._draw(torch.rand, shape, dtype)
+        return self._draw(torch.Tensor.uniform_, shape, dtype)

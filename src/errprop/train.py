@@ -43,11 +43,20 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
 def use_bf16(precision: str, net: str, device: torch.device) -> bool:
     """bf16 autocast: asked for, or ``auto`` for U-Nets on devices with bf16 matrix units.
 
-    MLPs on low-dimensional data stay fp32 under ``auto``: their matmuls are too small to gain,
-    and bf16's 8-bit mantissa is coarse for 2-D coordinates.
+    On a CPU that means AMX: with AVX-512-BF16 alone, bf16 convolutions ran at about half the fp32
+    speed in B1 (docs/results/b1_train_throughput.md). MLPs on low-dimensional data stay fp32
+    under ``auto``: their matmuls are too small to gain, and bf16 is coarse for 2-D coordinates.
     """
     if precision != "auto":
         return precision == "bf16"
@@ -55,7 +64,7 @@ def use_bf16(precision: str, net: str, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return _cpu_has_amx()
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""Error against step for several runs on one axis (matplotlib Agg backend, PNG out)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..errors import ErrpropError  # noqa: E402
+
+
+def choose_yscale(values: Sequence[float]) -> str:
+    """``log`` when the positive finite values span more than two decades (``symlog`` if some values
+    are ≤ 0 as well), else ``linear``."""
+    v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+    v = v[np.isfinite(v)]
+    pos = v[v > 0]
+    if len(pos) < 2 or pos.max() / pos.min() <= 100:
+        return "linear"
+    return "log" if (v > 0).all() else "symlog"
+
+
+def plot_steps(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    xlabel: str = "sampling step",
+    ylabel: str = "error",
+    title: str = "",
+    xscale: str = "linear",
+    invert_x: bool = False,
+) -> Path:
+    """Plot curves ``{label: {"x": [...], "y": [...]}}`` on one axis and save a PNG.
+
+    Optional keys of a curve: ``yerr`` (a band ±yerr), ``style`` (``-``, ``--``, ``:``) and
+    ``color`` (any matplotlib colour).
+
+    None/NaN values are left out (gaps). The y axis is logarithmic when the values of all curves
+    together span more than two decades (:func:`choose_yscale`). Returns ``path``.
+    """
+    if not curves:
+        raise ErrpropError("plot_steps: no curves to plot")
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    every = []
+    for label, c in curves.items():
+        x = np.asarray([np.nan if v is None else v for v in c["x"]], dtype=float)
+        y = np.asarray([np.nan if v is None else v for v in c["y"]], dtype=float)
+        if x.shape != y.shape:
+            raise ErrpropError(
+                f"plot_steps: curve {label!r} has {len(x)} x values and {len(y)} y values")
+        every.extend(y.tolist())
+        line = ax.plot(x, y, c.get("style", "-"), marker="o" if len(x) <= 30 else None, ms=3,
+                       label=label, color=c.get("color"))[0]
+        if c.get("yerr") is not None:
+            e = np.asarray([np.nan if v is None else v for v in c["yerr"]], dtype=float)
+            ax.fill_between(x, y - e, y + e, color=line.get_color(), alpha=0.2, lw=0)
+    scale = choose_yscale(every)
+    if scale == "symlog":
+        pos = np.asarray([v for v in every if v is not None and math.isfinite(v) and v > 0])
+        ax.set_yscale("symlog", linthresh=float(pos.min()))
+    else:
+        ax.set_yscale(scale)
+    ax.set_xscale(xscale)
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

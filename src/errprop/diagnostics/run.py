@@ -1,0 +1,276 @@
+"""One entry point for ``errprop diagnose``: run the chosen measurements, write JSON and PNG.
+
+Every measurement writes ``<out_dir>/<what>.json`` (per-step arrays with the σ grid, the VP
+timestep index t, n and seed; strict JSON, None where a value is undefined) and
+``<out_dir>/<what>.png`` (error against step, the model and, with an ``oracle``, the oracle's
+curve on the same axis).
+
+=================  ================================================================================
+what               measurement
+=================  ================================================================================
+``modular``        mixture + Gaussian step: KL(p_θ(·|x̂) ‖ q(·|x̂)) per step (nats); otherwise the
+                   denoising excess E‖ε̂ − ε‖², which includes the irreducible part (labelled so)
+``cumulative``     one chain from the prior vs forward-noised data at every grid point (≤ 20
+                   recorded points for grids of more than 50 steps): MMD², SWD, and on mixtures
+                   excess cross-entropy and a k-NN KL estimate, each with its data-vs-data floor
+``amplification``  mixtures + Gaussian step: μ_t from E^cumu_{t−1} − E^mod_t ≈ μ_t E^cumu_t (nats)
+``gap``            SA's estimation gap from data noised to paper step 300 (VP) over the grid's
+                   levels below it
+``budget``         mixtures: DS's E_I, E_D, E_S for the grid, the other DS grids, at steps/4,
+                   steps/2 and steps
+=================  ================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..analytic_dpm import analytic_ddpm_step, gamma_table
+from ..data.gmm import GaussianMixture
+from ..errors import ErrpropError
+from ..generate import step_options
+from ..grids import exponential, make_grid
+from ..process import Process, VPProcess
+from ..samplers import STEPS, Denoise
+from ._util import KEY_DATA, default_dtype, draw_data, to_jsonable
+from .budget import DS_GRIDS, compare_schedules, is_deterministic
+from .cumulative import amplification, cumulative_error
+from .gap import estimation_gap
+from .modular import denoising_excess, modular_error
+from .plots import plot_steps
+
+WHATS = ("modular", "cumulative", "amplification", "gap", "budget")
+SAMPLERS = (*sorted(STEPS), "analytic")
+MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)",
+                "budget": "the error budget needs the exact score and exact draws of q_σmax"}
+
+
+def _device(denoiser) -> torch.device:
+    if isinstance(denoiser, torch.nn.Module):
+        p = next(iter(denoiser.parameters()), None)
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
+class _Setup:
+    """The resolved sampler, grid and data of one ``diagnose`` call."""
+
+    def __init__(self, process: Process, data, sampler: str, steps: int, grid: str | None,
+                 n: int, seed: int, options: dict | None, grid_options: dict | None,
+                 batch_size: int | None):
+        if sampler not in SAMPLERS:
+            raise ErrpropError(f"diagnose: unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        if not isinstance(data, GaussianMixture) and not (torch.is_tensor(data) and data.ndim >= 2):
+            raise ErrpropError(
+                "diagnose: data must be a GaussianMixture or a float tensor (N, ...) of x0")
+        self.process, self.data, self.sampler, self.n, self.seed = process, data, sampler, n, seed
+        self.mixture = data if isinstance(data, GaussianMixture) else None
+        self.grid = grid or ("uniform" if isinstance(process, VPProcess) else "edm")
+        self.grid_options = grid_options or {}
+        self.sigmas = make_grid(self.grid, process, steps, **self.grid_options)
+        self.steps = len(self.sigmas) - 1
+        self.user_options = dict(options or {})
+        self.batch_size = batch_size
+
+    def step(self, denoiser: Denoise, device) -> tuple[str | Callable, dict]:
+        """The step function and its options for ``denoiser``. Analytic-DPM gets its own Γ table,
+        estimated at the grid's levels and 64 log-spaced ones over the process's σ range (so that
+        it also serves the other grids of the budget; Γ is smooth in log σ)."""
+        if self.sampler == "analytic":
+            span = exponential(self.process.sigma_min, self.process.sigma_max, 64)
+            levels = torch.unique(torch.cat([self.sigmas, span]))
+            table = gamma_table(denoiser, self.data, levels, n=min(self.n, 1000), seed=self.seed,
+                                batch_size=self.batch_size, dtype=default_dtype(denoiser),
+                                device=device)
+            return analytic_ddpm_step, {"gamma_table": table}
+        opts = step_options(self.sampler, self.steps, self.process, **self.user_options)
+        return self.sampler, opts
+
+    def gaussian(self, step, options) -> bool:
+        """Whether the step is Gaussian (so that the modular KL exists)."""
+        if step is analytic_ddpm_step:
+            return True
+        return step in ("ddpm", "ddim") and not is_deterministic(step, options)
+
+    def meta(self, what: str) -> dict:
+        return {"what": what, "sampler": self.sampler, "grid": self.grid, "steps": self.steps,
+                "n": self.n, "seed": self.seed, "process": type(self.process).__name__,
+                "data": "gaussian_mixture" if self.mixture is not None else "samples",
+                "sampler_options": dict(self.user_options)}
+
+
+def _modular(setup: _Setup, denoiser, device) -> dict:
+    step, opts = setup.step(denoiser, device)
+    if setup.mixture is not None and setup.gaussian(step, opts):
+        return modular_error(denoiser, setup.mixture, setup.sigmas, step=step, options=opts,
+                             n=setup.n, seed=setup.seed, process=setup.process, device=device)
+    res = denoising_excess(denoiser, setup.data, setup.sigmas, n=setup.n, seed=setup.seed,
+                           exact=setup.mixture, process=setup.process, batch_size=setup.batch_size,
+                           device=device)
+    if setup.mixture is not None:
+        res["fallback"] = (f"sampler {setup.sampler!r} has no Gaussian step density, so "
+                           "KL(p_θ(·|x̂) ‖ q(·|x̂)) is undefined: the denoising excess is reported "
+                           "(its reducible part exact)")
+    return res
+
+
+def _cumulative(setup: _Setup, denoiser, device) -> dict:
+    step, opts = setup.step(denoiser, device)
+    return cumulative_error(denoiser, setup.process, setup.data, setup.sigmas, step=step,
+                            options=opts, n=setup.n, seed=setup.seed,
+                            points=20 if setup.steps > 50 else None,
+                            batch_size=setup.batch_size, device=device)
+
+
+def _amplification(setup: _Setup, denoiser, device) -> dict:
+    step, opts = setup.step(denoiser, device)
+    if not setup.gaussian(step, opts):
+        raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
+                           f"with eta > 0, analytic) for the modular KL; got {setup.sampler!r}")
+    mod = modular_error(denoiser, setup.mixture, setup.sigmas, step=step, options=opts, n=setup.n,
+                        seed=setup.seed, process=setup.process, device=device)
+    cum = cumulative_error(denoiser, setup.process, setup.mixture, setup.sigmas, step=step,
+                           options=opts, n=setup.n, seed=setup.seed, metrics=("kl",), device=device)
+    fit = amplification(cum["kl"], mod["kl"], seed=setup.seed)
+    return {"sigma": cum["sigma"], "t": cum["t"], "cumulative_kl": cum["kl"],
+            "cumulative_kl_floor": cum["kl_floor"], "modular_kl": mod["kl"], **fit}
+
+
+def _gap(setup: _Setup, denoiser, device) -> dict:
+    x0 = draw_data(setup.data, setup.n, setup.seed, KEY_DATA, default_dtype(denoiser), device)
+    step, opts = setup.step(denoiser, device)
+    return estimation_gap(denoiser, setup.process, x0, sigmas=setup.sigmas, step=step, options=opts,
+                          seed=setup.seed)
+
+
+def _budget(setup: _Setup, denoiser, device) -> dict:
+    step, opts = setup.step(denoiser, device)
+    grids = list(dict.fromkeys([setup.grid, *DS_GRIDS]))
+    steps = sorted({max(2, setup.steps // 4), max(2, setup.steps // 2), setup.steps})
+    return compare_schedules(denoiser, setup.mixture, setup.process, sampler=step, options=opts,
+                             steps=steps, grids=grids, n=setup.n, seed=setup.seed)
+
+
+MEASURE = {"modular": _modular, "cumulative": _cumulative, "amplification": _amplification,
+           "gap": _gap, "budget": _budget}
+
+
+def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
+    """Plot curves, x label and y label of one measurement's results ``{label: result}``; the
+    first result gives the grid, the floor and (for ``budget``) the only curves drawn."""
+    curves: dict = {}
+    model = next(iter(runs.values()))
+    if what == "modular":
+        kl = model.get("measure") == "modular_kl"
+        key, ylabel = (("kl", "modular KL (nats)") if kl
+                       else ("excess", "E‖ε̂ − ε‖² (incl. irreducible)"))
+        for name, r in runs.items():
+            x = r["index"] if kl else list(range(len(r[key])))
+            curves[name] = {"x": x, "y": r[key], "yerr": r.get(f"{key}_stderr")}
+            if not kl and "reducible" in r:
+                curves[f"{name} reducible"] = {"x": x, "y": r["reducible"], "style": "--"}
+        return curves, "sampling step j (σ_j → σ_{j+1})", ylabel
+    if what == "cumulative":
+        for name, r in runs.items():
+            curves[name] = {"x": r["index"], "y": r["mmd2"]}
+        curves["floor (data vs data)"] = {"x": model["index"], "y": model["mmd2_floor"],
+                                          "style": ":"}
+        return curves, "grid point j (after j steps)", "cumulative error, MMD²"
+    if what == "amplification":
+        for name, r in runs.items():
+            idx = list(range(len(r["mu_per_step"])))
+            curves[f"{name} μ_j"] = {"x": idx, "y": r["mu_per_step"]}
+            curves[f"{name} μ (fit)"] = {"x": idx, "y": [r["mu"]] * len(idx), "style": "--"}
+        return curves, "sampling step j", "amplification μ"
+    if what == "gap":
+        for name, r in runs.items():
+            curves[name] = {"x": list(range(len(r["gap"]))), "y": r["gap"], "yerr": r["gap_stderr"]}
+        return (curves, f"step from σ0 = {model['sigma0']:.3g}",
+                "estimation gap mean ‖x^θ − x^oracle‖")
+    x = model["steps"]
+    for i, (g, table) in enumerate(model["grids"].items()):
+        color = f"C{i}"
+        curves[f"{g}: total"] = {"x": x, "y": table["total"]["mmd"], "color": color}
+        curves[f"{g}: E_D"] = {"x": x, "y": table["E_D"]["mmd"], "style": "--", "color": color}
+        curves[f"{g}: E_S"] = {"x": x, "y": table["E_S"]["mmd"], "style": ":", "color": color}
+    curves["floor"] = {"x": x, "y": [model["floor"]["mmd"]] * len(x), "style": ":", "color": "0.5"}
+    return curves, "sampling steps", "distance to data (√MMD²)"
+
+
+def diagnose(
+    denoiser: Denoise,
+    process: Process,
+    data: GaussianMixture | torch.Tensor,
+    what: Sequence[str] | str,
+    *,
+    sampler: str = "ddpm",
+    steps: int = 50,
+    grid: str | None = None,
+    n: int = 1000,
+    seed: int = 0,
+    out_dir: Path,
+    oracle: GaussianMixture | None = None,
+    options: dict | None = None,
+    grid_options: dict | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Path]:
+    """Run the diagnostics ``what`` (any of :data:`WHATS`) and write their JSON and PNG files.
+
+    Args:
+        denoiser: the model ``D(x̂, σ)``.
+        process: its forward process.
+        data: a Gaussian mixture (exact measurements) or a float tensor (N, ...) of real x0 in
+            [−1, 1] (needs N ≥ 2n for the floors).
+        sampler: ``ddpm``, ``ddim``, ``euler``, ``heun`` or ``analytic`` (Analytic-DPM, its Γ
+            table estimated from the denoiser on the data); ``options`` are user-level sampler
+            settings (``eta``, ``variance``, ``s_churn``; :func:`errprop.generate.step_options`).
+        steps, grid, grid_options: the sampling grid (default ``uniform`` for VP, ``edm`` for VE).
+        oracle: an exact denoiser whose curve is drawn for reference on every plot.
+
+    Returns:
+        ``{"<what>.json": path, "<what>.png": path}`` for each measurement (``what`` is a list or
+        a comma-separated string).
+
+    Raises:
+        ErrpropError: an unknown measurement or sampler, or ``amplification``/``budget`` on data
+        that is not a Gaussian mixture.
+    """
+    if isinstance(what, str):
+        what = what.split(",")
+    what = [w.strip() for w in what if w.strip()]
+    if not what:
+        raise ErrpropError(f"diagnose: nothing to measure; choose from {', '.join(WHATS)}")
+    unknown = [w for w in what if w not in WHATS]
+    if unknown:
+        raise ErrpropError(
+            f"diagnose: unknown measurement(s) {unknown}; choose from {', '.join(WHATS)}")
+    setup = _Setup(process, data, sampler, steps, grid, n, seed, options, grid_options, batch_size)
+    if setup.mixture is None:
+        for w in what:
+            if w in MIXTURE_ONLY:
+                raise ErrpropError(
+                    f"diagnose {w}: needs a Gaussian-mixture data set ({MIXTURE_ONLY[w]}); "
+                    "on image data use modular, cumulative or gap")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(denoiser)
+    written: dict[str, Path] = {}
+    for w in what:
+        runs = {"model": MEASURE[w](setup, denoiser, device)}
+        if oracle is not None and w != "budget":  # the budget's E_S is already model vs exact
+            runs["oracle"] = MEASURE[w](setup, oracle, device)
+        result = {**setup.meta(w), **runs}
+        path = out_dir / f"{w}.json"
+        path.write_text(json.dumps(to_jsonable(result), indent=1, allow_nan=False))
+        lines, xlabel, ylabel = curves(w, runs)
+        title = (f"{w}: {setup.sampler}, {setup.grid} grid, {setup.steps} steps, n = {n}, "
+                 f"seed {seed}")
+        written[f"{w}.json"] = path
+        written[f"{w}.png"] = plot_steps(lines, out_dir / f"{w}.png", xlabel=xlabel, ylabel=ylabel,
+                                         title=title, xscale="log" if w == "budget" else "linear")
+    return written

@@ -1,0 +1,1 @@
+"""Tests of errprop.diagnostics (a package, so that test module names may repeat elsewhere)."""

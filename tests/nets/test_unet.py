@@ -1,0 +1,192 @@
+"""The image U-Net: shapes, conditioning, parameter count, gradients, determinism, and the fused
+GroupNorm against PyTorch's reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from errprop.errors import ErrpropError
+from errprop.nets.unet import GroupNormAct, UNet, group_norm_act
+
+
+def _small(**kw) -> UNet:
+    torch.manual_seed(0)
+    kw = {"channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1, **kw}
+    return UNet(kw.pop("in_channels", 1), **kw)
+
+
+@pytest.mark.parametrize(
+    "shape, kw",
+    [
+        ((3, 1, 28, 28), {"image_size": 28}),
+        ((3, 1, 8, 8), {"image_size": 8}),
+        ((2, 3, 32, 32), {"in_channels": 3, "image_size": 32, "attention_resolutions": (16, 8)}),
+        ((2, 1, 28, 28), {"image_size": 28, "attention_resolutions": (14,), "dropout": 0.1}),
+        ((2, 1, 28, 28), {"channel_mult": (1, 2, 2, 2), "num_res_blocks": 2}),  # 28→14→7→4
+    ],
+)
+def test_output_shaped_like_input(shape, kw):
+    net = _small(**kw)
+    x = torch.randn(shape)
+    y = net(x, torch.rand(shape[0]) * 999)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
+    assert torch.isfinite(y).all()
+
+
+def test_out_channels():
+    net = _small(in_channels=3, out_channels=6, image_size=8)
+    assert net(torch.randn(2, 3, 8, 8), torch.zeros(2)).shape == (2, 6, 8, 8)
+
+
+def test_output_depends_on_c_noise():
+    net = _small().eval()
+    x = torch.randn(2, 1, 28, 28)
+    y0, y1 = net(x, torch.full((2,), 10.0)), net(x, torch.full((2,), 900.0))
+    assert (y0 - y1).abs().mean() > 1e-3 * y0.abs().mean()
+
+
+def test_output_depends_on_input():
+    net = _small().eval()
+    c = torch.full((2,), 500.0)
+    assert not torch.allclose(net(torch.randn(2, 1, 8, 8), c), net(torch.randn(2, 1, 8, 8), c))
+
+
+def _conv(cin: int, cout: int, k: int) -> int:
+    return cin * cout * k * k + cout
+
+
+def _res(cin: int, cout: int, emb: int) -> int:
+    norm1, conv1, scale_shift = 2 * cin, _conv(cin, cout, 3), emb * 2 * cout + 2 * cout
+    norm2, conv2 = 2 * cout, _conv(cout, cout, 3)
+    skip = _conv(cin, cout, 1) if cin != cout else 0
+    return norm1 + conv1 + scale_shift + norm2 + conv2 + skip
+
+
+def _attn(c: int) -> int:
+    return 2 * c + _conv(c, 3 * c, 1) + _conv(c, c, 1)
+
+
+def test_parameter_count_formula():
+    """Counted by hand for channels c, widths (c, 2c, 2c), one block per level, emb = 4c."""
+    c, e = 32, 128
+    expected = (
+        (c * e + e) + (e * e + e)  # noise embedding MLP
+        + _conv(1, c, 3)  # conv_in
+        + _res(c, c, e) + _conv(c, c, 3) + _res(c, 2 * c, e) + _conv(2 * c, 2 * c, 3)
+        + _res(2 * c, 2 * c, e)  # encoder
+        + 2 * _res(2 * c, 2 * c, e) + _attn(2 * c)  # middle
+        + 2 * _res(4 * c, 2 * c, e)  # decoder at 7×7: skips of 2c
+        + _res(4 * c, 2 * c, e) + _res(3 * c, 2 * c, e)  # 14×14: skips 2c, c
+        + _res(3 * c, c, e) + _res(2 * c, c, e)  # 28×28: skips c, c
+        + 2 * c + _conv(c, 1, 3)  # output
+    )  # fmt: skip
+    net = UNet(1, channels=c, channel_mult=(1, 2, 2), num_res_blocks=1)
+    assert sum(p.numel() for p in net.parameters()) == expected == 1_067_073
+
+
+def test_attention_adds_parameters():
+    base = sum(p.numel() for p in _small().parameters())
+    with_attn = sum(p.numel() for p in _small(attention_resolutions=(14,)).parameters())
+    assert with_attn - base == 3 * _attn(32)  # one encoder block and two decoder blocks at 14×14
+
+
+def test_gradients_reach_every_parameter():
+    net = _small(attention_resolutions=(14, 7))
+    x = torch.randn(2, 1, 28, 28)
+    net(x, torch.tensor([3.0, 700.0])).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_deterministic_given_seed():
+    x, c = torch.randn(2, 1, 28, 28), torch.tensor([1.0, 2.0])
+    a, b = _small(dropout=0.2).eval(), _small(dropout=0.2).eval()
+    assert torch.equal(a(x, c), b(x, c))
+    a.train(), b.train()
+    torch.manual_seed(1)
+    ya = a(x, c)
+    torch.manual_seed(1)
+    assert torch.equal(ya, b(x, c))
+    assert not torch.equal(ya, a(x, c))  # dropout is active in training
+
+
+def test_rows_do_not_depend_on_the_batch():
+    net = _small(attention_resolutions=(14,)).eval()
+    x, c = torch.randn(4, 1, 28, 28), torch.rand(4) * 999
+    torch.testing.assert_close(net(x, c)[:2], net(x[:2], c[:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_memory_format_of_input_does_not_matter():
+    net = _small(in_channels=3, image_size=8).eval()
+    x, c = torch.randn(2, 3, 8, 8), torch.rand(2)
+    torch.testing.assert_close(net(x, c), net(x.contiguous(memory_format=torch.channels_last), c))
+
+
+def test_bf16_autocast_close_to_fp32():
+    net = _small().eval()
+    x, c = torch.randn(2, 1, 28, 28), torch.rand(2) * 999
+    ref = net(x, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x, c)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+def test_bad_attention_resolution_is_a_clear_error():
+    with pytest.raises(ErrpropError, match="attention_resolutions"):
+        UNet(1, image_size=28, attention_resolutions=(16,))
+
+
+# --- GroupNorm (+ SiLU) against nn.GroupNorm -------------------------------------------------
+
+
+@pytest.mark.parametrize("act", [True, False])
+@pytest.mark.parametrize("channels, groups", [(8, 4), (6, 6), (12, 3)])
+def test_group_norm_matches_torch(act, channels, groups):
+    torch.manual_seed(0)
+    norm = GroupNormAct(channels, groups, act=act).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    ref = nn.GroupNorm(groups, channels).double()
+    ref.load_state_dict(norm.state_dict())
+    x = torch.randn(3, channels, 5, 4, dtype=torch.float64) * 3 + 5  # a large mean on purpose
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.clone().requires_grad_()
+    w, b = norm.weight.expand(3, -1), norm.bias.expand(3, -1)
+    y = group_norm_act(x_cl, groups, w, b, norm.eps, act)
+    y_ref = nn.functional.silu(ref(x_ref)) if act else ref(x_ref)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(x_cl.grad, x_ref.grad)
+    torch.testing.assert_close(norm.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(norm.bias.grad, ref.bias.grad)
+
+
+def test_group_norm_gradcheck_with_scale_shift():
+    torch.manual_seed(0)
+    norm = GroupNormAct(6, 3).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    scale = torch.randn(2, 6, dtype=torch.float64)
+    shift = torch.randn(2, 6, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (x, scale, shift))
+    assert torch.autograd.gradcheck(norm, inputs)
+
+
+def test_group_norm_bf16_keeps_dtype_and_accuracy():
+    torch.manual_seed(0)
+    norm = GroupNormAct(32, 8)
+    x = (torch.randn(4, 32, 7, 7) * 2 + 3).contiguous(memory_format=torch.channels_last)
+    y = norm(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), norm(x), rtol=0.02, atol=0.02)
+
+
+def test_groups_must_divide_channels():
+    with pytest.raises(ErrpropError, match="groups"):
+        GroupNormAct(10, 4)
