@@ -22,7 +22,8 @@ def small_run(tmp_path_factory):
 
 
 def test_sample_writes_npz_and_png_and_prints_path(small_run, capsys):
-    assert main(["sample", str(small_run), "--sampler", "ddpm", "--steps", "5", "--n", "40", "--seed", "1"]) == 0
+    argv = ["sample", str(small_run), "--sampler", "ddpm", "--steps", "5", "--n", "40", "--seed", "1"]
+    assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(small_run / "samples" / "ddpm-5-1.npz")
     assert np.load(last)["x"].shape == (40, 2)
@@ -47,7 +48,8 @@ def test_resume_continues(small_run, capsys):
 
 
 def test_dry_run_prints_resolved_config(capsys):
-    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--set", "train.steps=7", "--dry-run"]) == 0
+    argv = ["train", "--config", str(ROOT / "configs/gmm.yaml"), "--set", "train.steps=7", "--dry-run"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "steps: 7" in out and "parameterization: eps" in out
 
@@ -79,7 +81,8 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_gmm_config_covers_all_eight_modes(tmp_path, capsys):
     """The shipped config, at its default steps, puts 1/8 ± 30 % of 50-step samples on each mode."""
     run = tmp_path / "gmm"
-    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run), "--no-progress"]) == 0
+    argv = ["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run), "--no-progress"]
+    assert main(argv) == 0
     assert main(["sample", str(run), "--steps", "50", "--n", "4000", "--seed", "0"]) == 0
     x = np.load(capsys.readouterr().out.strip().splitlines()[-1])["x"]
     import torch
