@@ -63,3 +63,27 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(ErrpropError, match=r"loss is nan at step 3.*Last good checkpoint.*step-00000002"):
         train(cfg, tmp_path, progress=False)
     assert checkpoint.load(tmp_path)[1]["step"] == 2
+
+
+def test_skip_nonfinite_skips_a_bounded_number_of_batches(tmp_path, monkeypatch):
+    import errprop.train as train_mod
+
+    real = train_mod.build_loss
+
+    def poisoned(cfg, process):
+        loss, calls = real(cfg, process), []
+
+        def fn(denoiser, x0, noise):
+            calls.append(1)
+            out = loss(denoiser, x0, noise)
+            return {**out, "loss": out["loss"] * float("nan")} if len(calls) in (2, 4) else out
+
+        return fn
+
+    monkeypatch.setattr(train_mod, "build_loss", poisoned)
+    ok = train(config.load(overrides=FAST + ["train.steps=6", "train.skip_nonfinite=2"]), tmp_path / "a",
+               progress=False)
+    assert ok.step == 6 and not ok.interrupted
+    with pytest.raises(ErrpropError, match="loss is nan at step 3"):
+        train(config.load(overrides=FAST + ["train.steps=6", "train.skip_nonfinite=1"]), tmp_path / "b",
+              progress=False)

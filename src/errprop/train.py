@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .builders import build_denoiser, build_loss, build_process, build_source
 from .config import Config, dump
 from .errors import ErrpropError
@@ -125,11 +125,19 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     """
     run = Path(run)
     tc = cfg.train
-    device = pick_device(tc.device)
-    rank, world = 0, 1
-    if tc.batch_size % world:
-        raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {world} ranks")
-    local = tc.batch_size // world
+    ctx, device = distributed.setup(pick_device(tc.device))
+    try:
+        return _train(cfg, run, resume, progress and ctx.main, ctx, device)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context,
+           device: torch.device) -> TrainResult:
+    tc = cfg.train
+    if tc.batch_size % ctx.world:
+        raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {ctx.world} ranks")
+    local = tc.batch_size // ctx.world
 
     source = build_source(cfg)
     process = build_process(cfg)
@@ -149,11 +157,12 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         checkpoint.load_optimizer(opt, tensors, meta["optim"])
         start = int(meta["step"])
         _trim_metrics(run / "metrics.jsonl", start)
-    else:
-        if checkpoint.list_checkpoints(run):
-            raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
+    elif checkpoint.list_checkpoints(run):
+        raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
+    ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
+    if ctx.main:
         run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(dump(cfg))
+        (run / "config.yaml").write_text(dump(cfg))
 
     def save(step: int) -> Path:
         tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
@@ -162,18 +171,15 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta}
         return checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run / "tb"), purge_step=start if resume else None)
-    metrics = open(run / "metrics.jsonl", "a")
+    log = _Log(run, start if resume else None) if ctx.main else None
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {run.name}",
                unit="step", dynamic_ncols=True, mininterval=1.0)
-    step, saved, t0 = start, None, time.time()
+    step, saved, t0, skipped = start, None, time.time(), 0
     try:
         with _StopFlag() as stop:
-            while step < tc.steps and stop.signum is None:
+            while step < tc.steps:
                 _seed_torch(tc.seed, _STEP_KEY, step)  # dropout and any other global-RNG use
-                first = step * tc.batch_size + rank * local  # global number of this rank's 1st sample
+                first = step * tc.batch_size + ctx.rank * local  # global number of this rank's 1st sample
                 idx = np.arange(first, first + local)
                 x0 = source.batch(tc.seed, idx).to(device)
                 noise = Noise(stream_seeds(tc.seed, idx, _LOSS_KEY), device)
@@ -182,15 +188,23 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
                 net.train()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = loss_fn(denoiser, x0, noise)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
+                stats = ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))
+                if not torch.isfinite(stats[0]) and skipped < tc.skip_nonfinite:
+                    skipped += 1  # the same verdict on every rank: skip this batch everywhere
+                    tqdm.write(f"warning: loss is {stats[0].item()} at step {step}; skipped the batch "
+                               f"({skipped} of train.skip_nonfinite = {tc.skip_nonfinite})")
+                    step += 1
+                    bar.update(1)
+                    continue
+                if not torch.isfinite(stats[0]):
                     last = checkpoint.list_checkpoints(run)
                     raise ErrpropError(
-                        f"loss is {loss.item()} at step {step}; training stopped. Last good checkpoint: "
+                        f"loss is {stats[0].item()} at step {step}; training stopped. Last good checkpoint: "
                         f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip)"
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                out["loss"].backward()
+                ctx.average_gradients(net.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
                 opt.step()
                 with torch.no_grad():
@@ -200,24 +214,44 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
                         be.copy_(b)
                 step += 1
                 bar.update(1)
-                if step % tc.log_every == 0 or step == tc.steps:
-                    row = {"step": step, **{k: float(v.detach()) for k, v in out.items()},
+                if log is not None and (step % tc.log_every == 0 or step == tc.steps):
+                    row = {"step": step, **{k: float(v) for k, v in zip(out, stats)},
                            "grad_norm": float(grad_norm), "lr": _lr(cfg, step - 1),
                            "time": round(time.time() - t0, 3)}
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)
+                    log.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
                 if step % tc.ckpt_every == 0 or step == tc.steps:
-                    saved = save(step)
-            interrupted = stop.signum is not None
-            if interrupted and (saved is None or step % tc.ckpt_every):
+                    saved = save(step) if ctx.main else None
+                if ctx.any(stop.signum is not None, device):  # all ranks stop at the same step
+                    break
+            interrupted = step < tc.steps
+            if interrupted and ctx.main and (saved is None or step % tc.ckpt_every):
                 saved = save(step)
+            ctx.barrier()
     finally:
         bar.close()
-        metrics.close()
-        writer.close()
+        if log is not None:
+            log.close()
     return TrainResult(run, step, interrupted, saved)
+
+
+class _Log:
+    """metrics.jsonl (one JSON object per logged step) and TensorBoard events, on rank 0."""
+
+    def __init__(self, run: Path, purge_step: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run / "tb"), purge_step=purge_step)
+        self.file = open(run / "metrics.jsonl", "a")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for k, v in row.items():
+            if k != "step":
+                self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
 
