@@ -99,6 +99,15 @@ def _samplers_list(text: str) -> list[str]:
     return names
 
 
+def _metrics_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in names if v not in ("fd", "mmd", "swd", "xent", "modes", "fid")]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected metrics among fd, mmd, swd, xent, modes, fid; got {text!r}")
+    return names
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .builders import load_run
     from .evaluate import evaluate, format_table
@@ -106,10 +115,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     run = load_run(args.run, device=device)
-    result = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
-                      device, args.inception_weights)
-    print(format_table(result))
-    print(Path(run.path) / "eval" / f"{args.metric}.json")
+    results = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
+                       device, args.inception_weights)
+    for metric, result in results.items():
+        print(format_table(result))
+        print(Path(run.path) / "eval" / f"{metric}.json")
     return 0
 
 
@@ -201,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder or checkpoint")
     e.add_argument("--steps", type=_steps_list, default=[10, 20, 50, 100], help="e.g. 10,20,50,100")
     e.add_argument("--sampler", type=_samplers_list, default=["ddim"], help="e.g. ddim,ddpm")
-    e.add_argument("--metric", default="fd", choices=("fd", "mmd", "swd", "xent", "modes", "fid"))
+    e.add_argument("--metric", type=_metrics_list, default=["fd"],
+                   help="comma-separated: fd, mmd, swd, xent, modes, fid")
     e.add_argument("--n", type=_positive, default=10_000, help="samples per setting")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=_positive, default=500)

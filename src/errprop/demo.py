@@ -32,7 +32,7 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True) ->
     """
     out = out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    steps, n = (200, 500) if quick else (3000, 4000)
+    steps, n = (200, 500) if quick else (3000, 2000)
     sampling_steps = [5, 10] if quick else [10, 20, 50, 100]
     common = [f"train.steps={steps}", "train.batch_size=256", "train.ema_decay=0.995",
               f"train.ckpt_every={steps}"]
@@ -43,8 +43,7 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True) ->
         print(f"[demo] training {name} on the ring of 8 ({steps} steps) → {run_dir}", flush=True)
         train(cfg, run_dir, progress=progress)
         run = load_run(run_dir)
-        for metric in ("xent", "modes", "mmd"):
-            evaluate(run, sampling_steps, ["ddim", "ddpm"], metric, n=n, progress=False)
+        evaluate(run, sampling_steps, ["ddim", "ddpm"], ["xent", "modes", "mmd"], n=n, progress=False)
         _diagnose(run, n, quick)
         runs.append(run_dir)
     print("[demo] writing the comparison report", flush=True)
@@ -58,5 +57,5 @@ def _diagnose(run, n: int, quick: bool) -> None:
 
     mixture = load_data(run.config)
     diagnose(run.denoiser, run.process, mixture, ["modular", "cumulative", "gap"], sampler="ddpm",
-             steps=10 if quick else 50, grid="uniform", n=min(n, 1000), seed=0,
+             steps=10 if quick else 50, grid="uniform", n=500, seed=0,
              out_dir=Path(run.path) / "diagnostics", oracle=mixture)

@@ -105,31 +105,37 @@ class _Scorer:
         return self(self.floor_set)
 
 
-def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str = "fd", n: int = 10_000,
-             seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
+def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list[str] = "fd",
+             n: int = 10_000, seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
              inception_weights: str | None = None, progress: bool = True) -> dict:
-    """Score ``n`` samples of ``run`` for every sampler × step count; write ``RUN/eval/<metric>.json``
-    and a plot of the metric against steps; return the result dict."""
-    scorer = _Scorer(run, metric, n, seed, device, inception_weights)
+    """Score ``n`` samples of ``run`` for every sampler × step count with one metric or several
+    (the samples are drawn once and scored by each); write ``RUN/eval/<metric>.json`` and a plot of
+    each metric against steps. Returns the result dict (a dict of them, by metric, for a list)."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    scorers = {m: _Scorer(run, m, n, seed, device, inception_weights) for m in metrics}
     sc = run.config.sample
-    rows = []
+    rows: dict[str, list] = {m: [] for m in metrics}
     for sampler in samplers:
         for k in steps:
             x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=k,
                          grid=sc.grid, batch_size=batch_size, device=device, progress=progress,
                          grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
                          eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn)
-            rows.append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), "value": scorer(x)})
-    result = {"metric": metric, "n": n, "seed": seed, "floor": scorer.floor(),
-              "floor_n": len(scorer.floor_set), "train_step": run.step, "grid": sc.grid,
-              "results": rows, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-    if metric == "fd":
-        result["classifier_test_accuracy"] = scorer.accuracy
+            for m, scorer in scorers.items():
+                rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), "value": scorer(x)})
     out = Path(run.path) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{metric}.json").write_text(json.dumps(result, indent=1))
-    plot_metric_vs_steps({Path(run.path).name: result}, out / f"{metric}.png")
-    return result
+    results = {}
+    for m, scorer in scorers.items():
+        result = {"metric": m, "n": n, "seed": seed, "floor": scorer.floor(),
+                  "floor_n": len(scorer.floor_set), "train_step": run.step, "grid": sc.grid,
+                  "results": rows[m], "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+        if m == "fd":
+            result["classifier_test_accuracy"] = scorer.accuracy
+        (out / f"{m}.json").write_text(json.dumps(result, indent=1))
+        plot_metric_vs_steps({Path(run.path).name: result}, out / f"{m}.png")
+        results[m] = result
+    return results[metric] if isinstance(metric, str) else results
 
 
 def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
