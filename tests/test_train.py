@@ -43,7 +43,8 @@ def test_run_folder_contents(tmp_path):
         train(config.load(overrides=FAST + ["train.steps=4"]), tmp_path, progress=False)
 
 
-def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+def _poison(monkeypatch, bad_calls):
+    """Make the training loss NaN on the given (1-based) calls — a test-only divergence hook."""
     import errprop.train as train_mod
 
     real = train_mod.build_loss
@@ -54,11 +55,15 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
         def fn(denoiser, x0, noise):
             calls.append(1)
             out = loss(denoiser, x0, noise)
-            return {**out, "loss": out["loss"] * float("nan")} if len(calls) == 4 else out
+            return {**out, "loss": out["loss"] * float("nan")} if len(calls) in bad_calls else out
 
         return fn
 
     monkeypatch.setattr(train_mod, "build_loss", poisoned)
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    _poison(monkeypatch, {4})
     cfg = config.load(overrides=FAST + ["train.steps=6", "train.ckpt_every=2"])
     with pytest.raises(ErrpropError, match=r"loss is nan at step 3.*Last good checkpoint.*step-00000002"):
         train(cfg, tmp_path, progress=False)
@@ -66,21 +71,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
 
 
 def test_skip_nonfinite_skips_a_bounded_number_of_batches(tmp_path, monkeypatch):
-    import errprop.train as train_mod
-
-    real = train_mod.build_loss
-
-    def poisoned(cfg, process):
-        loss, calls = real(cfg, process), []
-
-        def fn(denoiser, x0, noise):
-            calls.append(1)
-            out = loss(denoiser, x0, noise)
-            return {**out, "loss": out["loss"] * float("nan")} if len(calls) in (2, 4) else out
-
-        return fn
-
-    monkeypatch.setattr(train_mod, "build_loss", poisoned)
+    _poison(monkeypatch, {2, 4})
     ok = train(config.load(overrides=FAST + ["train.steps=6", "train.skip_nonfinite=2"]), tmp_path / "a",
                progress=False)
     assert ok.step == 6 and not ok.interrupted
