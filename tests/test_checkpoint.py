@@ -48,14 +48,73 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
 
     def boom(tensors, path):
         open(path, "wb").write(b"partial")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "save_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(ErrpropError, match=r"could not write the checkpoint of step 2.*No space.*step-0+1"):
         _save(tmp_path, 2)
     tensors, meta = checkpoint.load(tmp_path)
     assert meta["step"] == 1
-    assert not list((tmp_path / "checkpoints").glob(".*tmp"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000001.json", "step-00000001.safetensors"]
+
+
+def test_failed_commit_marker_keeps_previous_and_debris_is_cleared(tmp_path, monkeypatch):
+    _save(tmp_path, 1)
+    real = checkpoint.atomic_write
+
+    def fail_on_json(path, write):
+        if path.suffix == ".json":
+            write(path.with_name(f".{path.name}.tmp"))  # a half-done temporary, then the crash
+            raise OSError(5, "Input/output error")
+        real(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", fail_on_json)
+    with pytest.raises(ErrpropError, match="could not write the checkpoint of step 2"):
+        _save(tmp_path, 2)
+    d = tmp_path / "checkpoints"
+    assert (d / "step-00000002.safetensors").exists()  # tensors without their commit marker ...
+    assert checkpoint.load(tmp_path)[1]["step"] == 1  # ... are not a checkpoint
+    monkeypatch.undo()
+    _save(tmp_path, 3)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "step-00000001.json", "step-00000001.safetensors", "step-00000003.json", "step-00000003.safetensors"]
+
+
+def test_writes_are_synced_to_disk(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", spy)
+    _save(tmp_path, 1)
+    assert synced.count("file") == 2 and "dir" in synced  # both files, then the renames
+
+
+def test_steps_sort_numerically_and_incomplete_meta(tmp_path):
+    for step in (99_999_999, 100_000_000):
+        _save(tmp_path, step)
+    assert checkpoint.load(tmp_path)[1]["step"] == 100_000_000
+    js = checkpoint.resolve(tmp_path)
+    meta = json.loads(js.read_text())
+    for key, bad in (("sha256", None), ("tensors", "../../etc/passwd"), ("step", "7")):
+        js.write_text(json.dumps({**meta, key: bad}))
+        with pytest.raises(ErrpropError, match="corrupted"):
+            checkpoint.load(js)
+
+
+def test_optimizer_state_mismatch_is_clear():
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(ErrpropError, match="optimizer state does not fit"):
+        checkpoint.load_optimizer(opt, {"optim.x.exp_avg": torch.zeros(2)}, {"param_groups": []})
+    with pytest.raises(ErrpropError, match="optimizer state does not fit"):
+        checkpoint.load_optimizer(opt, {}, None)
 
 
 def test_state_mismatch_is_clear():

@@ -1,9 +1,12 @@
 """Checkpoints: safetensors for tensors, JSON for everything else — never pickled code.
 
 A checkpoint of step N is two files in ``RUN/checkpoints/``: ``step-0000000N.safetensors`` and
-``step-0000000N.json``. Both are written to a temporary name and renamed atomically, the JSON last:
-the JSON (which records the tensor file's size and SHA-256) is the commit marker, so a crash at any
-point leaves the previous checkpoints intact and loadable. Only the last ``keep_last`` are kept.
+``step-0000000N.json``. Each is written to a temporary name, flushed to disk (``fsync``) and renamed
+atomically, and the folder is synced so the rename itself survives a power cut. The JSON goes last
+and records the tensor file's size and SHA-256: it is the commit marker. A crash or a failing write
+at any point therefore leaves every earlier checkpoint intact and loadable; the debris of an
+interrupted save (a temporary file, or tensors without their JSON) is never read and is removed by
+the next save. Only the last ``keep_last`` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,8 @@ from . import __version__
 from .errors import ErrpropError
 
 FORMAT = 1
+_NAME = re.compile(r"step-(\d+)\.json")
+_REQUIRED = {"step": int, "tensors": str, "size": int, "sha256": str}
 
 
 def _sha256(path: Path) -> str:
@@ -32,8 +39,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then fsync and rename onto ``path``; the temporary is removed on error."""
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and deletions in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary beside ``path``, fsync it, rename it onto ``path``, sync the folder.
+
+    Readers see either the old file or the complete new one, never a part; on error the temporary
+    is removed and ``path`` is untouched.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
@@ -42,33 +68,73 @@ def _atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace the text file ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 def checkpoint_dir(run: Path) -> Path:
+    """``RUN/checkpoints``."""
     return Path(run) / "checkpoints"
 
 
+def checkpoint_path(run: Path, step: int) -> Path:
+    """The JSON path (commit marker) of the checkpoint of ``step`` in ``run``."""
+    return checkpoint_dir(run) / f"step-{step:08d}.json"
+
+
+def _step_of(js: Path) -> int:
+    m = _NAME.fullmatch(js.name)
+    return int(m.group(1)) if m else -1
+
+
 def list_checkpoints(run: Path) -> list[Path]:
-    """The committed checkpoints of a run (their JSON files), oldest first."""
+    """The committed checkpoints of a run (their JSON files), oldest (lowest step) first."""
     d = checkpoint_dir(run)
-    return sorted(d.glob("step-*.json")) if d.is_dir() else []
+    return sorted((p for p in d.glob("step-*.json") if _step_of(p) >= 0), key=_step_of) if d.is_dir() else []
+
+
+def _remove_debris(d: Path) -> None:
+    """Delete temporaries and tensor files without a JSON (left by an interrupted save)."""
+    for p in d.glob(".step-*.tmp"):
+        p.unlink(missing_ok=True)
+    for p in d.glob("step-*.safetensors"):
+        if not p.with_suffix(".json").exists():
+            p.unlink(missing_ok=True)
 
 
 def save(run: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
          keep_last: int = 3) -> Path:
-    """Write the checkpoint of ``step`` and prune to the last ``keep_last``; returns the JSON path."""
-    d = checkpoint_dir(run)
-    d.mkdir(parents=True, exist_ok=True)
-    stem = f"step-{step:08d}"
-    st_path, js_path = d / f"{stem}.safetensors", d / f"{stem}.json"
+    """Write the checkpoint of ``step`` and prune to the last ``keep_last``; returns the JSON path.
+
+    A failing write (disk full, permissions) raises :class:`ErrpropError` and leaves the earlier
+    checkpoints as they were.
+    """
+    if keep_last < 1:
+        raise ErrpropError(f"keep_last must be ≥ 1, got {keep_last}")
+    js_path = checkpoint_path(run, step)
+    d, st_path = js_path.parent, js_path.with_suffix(".safetensors")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_write(st_path, lambda p: save_file(tensors, str(p)))
-    meta = {**meta, "format": FORMAT, "errprop_version": __version__, "step": step,
-            "tensors": st_path.name, "size": st_path.stat().st_size, "sha256": _sha256(st_path)}
-    _atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        _remove_debris(d)
+        atomic_write(st_path, lambda p: save_file(tensors, str(p)))
+        meta = {**meta, "format": FORMAT, "errprop_version": __version__, "step": step,
+                "tensors": st_path.name, "size": st_path.stat().st_size, "sha256": _sha256(st_path)}
+        atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    except OSError as e:
+        last = [p for p in list_checkpoints(run) if p != js_path]
+        raise ErrpropError(
+            f"could not write the checkpoint of step {step} to {d}: {e.strerror or e}; "
+            f"the last complete checkpoint is {last[-1] if last else 'none'}"
+        ) from e
     for old in list_checkpoints(run)[:-keep_last]:
+        old.unlink(missing_ok=True)  # the commit marker first: a half-pruned checkpoint is debris
         old.with_suffix(".safetensors").unlink(missing_ok=True)
-        old.unlink(missing_ok=True)
+    _fsync_dir(d)
     return js_path
 
 
@@ -87,18 +153,32 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, meta) of a checkpoint, verified: a truncated, corrupted or foreign file is an error."""
-    js = resolve(path)
+def _read_meta(js: Path) -> dict[str, Any]:
     try:
         meta = json.loads(js.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ErrpropError(f"checkpoint {js} is corrupted (not valid JSON: {e})") from None
+    except OSError as e:
+        raise ErrpropError(f"checkpoint {js} cannot be read: {e.strerror or e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ErrpropError(
             f"checkpoint {js} has format {meta.get('format') if isinstance(meta, dict) else '?'}; "
             f"this errprop ({__version__}) reads format {FORMAT}"
         )
+    for key, tp in _REQUIRED.items():
+        if not isinstance(meta.get(key), tp) or isinstance(meta.get(key), bool):
+            raise ErrpropError(
+                f"checkpoint {js} is incomplete or corrupted: field {key!r} is missing or invalid"
+            )
+    if Path(meta["tensors"]).name != meta["tensors"]:
+        raise ErrpropError(f"checkpoint {js} is corrupted: {meta['tensors']!r} is not a file name")
+    return meta
+
+
+def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) of a checkpoint, verified: a truncated, corrupted or foreign file is an error."""
+    js = resolve(path)
+    meta = _read_meta(js)
     st = js.with_name(meta["tensors"])
     if not st.is_file():
         raise ErrpropError(f"checkpoint {js} refers to {st.name}, which is missing")
@@ -139,13 +219,13 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"]}
 
 
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Restore an optimizer written by :func:`optimizer_tensors`."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in split(tensors, "optim").items():
-        i, key = k.split(".", 1)
-        state.setdefault(int(i), {})[key] = v
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: Any) -> None:
+    """Restore an optimizer written by :func:`optimizer_tensors` (a mismatch is an :class:`ErrpropError`)."""
     try:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in split(tensors, "optim").items():
+            i, key = k.split(".", 1)
+            state.setdefault(int(i), {})[key] = v
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise ErrpropError(f"checkpoint optimizer state does not fit the model: {e}") from None

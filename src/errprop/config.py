@@ -187,7 +187,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ErrpropError(f"config: {path} must be a finite number, got an integer of "
+                               f"{len(str(value))} digits") from None
     if tp is float and isinstance(value, str):
         # PyYAML (YAML 1.1) reads "3e-4" as a string; users mean the number.
         try:
@@ -267,6 +271,12 @@ def from_dict(raw: Any) -> Config:
     return cfg
 
 
+# PyYAML raises more than YAMLError on some input: ValueError/KeyError/IndexError for impossible
+# dates and explicitly tagged scalars (!!int x), RecursionError for very deep nesting.
+_YAML_ERRORS = (yaml.YAMLError, ValueError, KeyError, IndexError, TypeError, RecursionError,
+                UnicodeDecodeError)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=c"`` → (["a", "b"], YAML value of c)."""
     key, sep, value = text.partition("=")
@@ -274,7 +284,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ErrpropError(f"--set expects key=value (e.g. train.steps=100), got {text!r}")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
+    except _YAML_ERRORS as e:
         raise ErrpropError(f"--set {key}: cannot parse value {value!r}: {e}") from None
     return key.strip().split("."), parsed
 
@@ -300,7 +310,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ErrpropError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+    except _YAML_ERRORS as e:
         raise ErrpropError(f"config file {path} is not valid YAML: {e}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ErrpropError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")

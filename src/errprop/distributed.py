@@ -1,34 +1,52 @@
-"""Data parallelism over ``torch.distributed``, launched by ``torchrun`` (or ``accelerate launch``).
+"""Data parallelism over ``torch.distributed``, launched by ``torchrun``.
 
-Every rank holds the whole model (same seed, same initial weights) and the slice of the global
-batch given by its rank; after each backward pass the gradients are averaged across ranks with one
-all-reduce per parameter tensor, so the update equals the single-process update on the global
-batch. We reduce explicitly rather than wrap the network in ``DistributedDataParallel``: EP runs
-the network several times per step (its rollout) and SA once on a K·B batch, and an explicit
-all-reduce after ``backward`` is correct for any number of calls per step. Backend: NCCL on CUDA,
-gloo on CPU.
+Every rank holds the whole model and the slice of the global batch given by its rank. The network
+is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`, which broadcasts rank 0's initial
+weights and averages the gradients across ranks during ``backward`` (bucketed all-reduces that
+overlap with the backward pass), so the update equals the single-process update on the global
+batch. The wrapper fits all our losses as they are — we checked its gradients against an explicit
+all-reduce (equal to the last bit) for SIMPLE, SA (one call on a K·B batch) and EP (the rollout
+calls the network several times per step, and a different number of times on each rank), and a
+skipped batch (forward without backward) does not upset it — because every parameter receives a
+gradient in every backward and each gradient hook fires once per backward. A future network with
+parameters that some steps leave unused would need ``find_unused_parameters=True``.
+
+Backend: NCCL on CUDA (rank r on ``cuda:LOCAL_RANK``), gloo on CPU.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from .errors import ErrpropError
 
 
 @dataclass
 class Context:
-    """Where this process stands: its rank, the number of ranks, and whether we started the group."""
+    """Where this process stands: its rank, the number of ranks, its device, and whether we started
+    the process group (and so must close it)."""
 
     rank: int = 0
     world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False
 
     @property
     def main(self) -> bool:
+        """True on rank 0, the one rank that writes files and logs."""
         return self.rank == 0
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        """``net`` wrapped for gradient averaging across ranks (``net`` itself for one rank)."""
+        if self.world == 1:
+            return net
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
     def all_mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean of ``t`` over ranks (in place; a no-op for one rank)."""
@@ -37,38 +55,44 @@ class Context:
             t /= self.world
         return t
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if ``flag`` is true on any rank (e.g. a stop signal)."""
+    def agree(self, *flags: bool) -> list[bool]:
+        """Each flag, true on every rank if it is true on any rank (one all-reduce for all flags)."""
         if self.world == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
-
-    def average_gradients(self, params) -> None:
-        if self.world > 1:
-            for p in params:
-                if p.grad is not None:
-                    self.all_mean(p.grad)
+            return [bool(f) for f in flags]
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v > 0) for v in t.tolist()]
 
     def barrier(self) -> None:
+        """Wait for every rank."""
         if self.world > 1:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group if we joined it."""
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def setup(device: torch.device) -> tuple[Context, torch.device]:
-    """Join torchrun's process group if launched by it; returns the context and this rank's device."""
+def setup(device: torch.device) -> Context:
+    """Join torchrun's process group if launched by it (``WORLD_SIZE`` > 1); one rank otherwise.
+
+    On CUDA each rank takes ``cuda:LOCAL_RANK``. A process group that the caller already started
+    is used as it is (and left open).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Context(), device
+    if world == 1 and not dist.is_initialized():
+        return Context(device=device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ErrpropError(
+                f"rank with LOCAL_RANK {local} needs cuda:{local}, but this machine has "
+                f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node"
+            )
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Context(dist.get_rank(), dist.get_world_size(), owns), device
+    return Context(dist.get_rank(), dist.get_world_size(), device, owns)

@@ -4,6 +4,18 @@ Every random draw of step k is a function of ``(train.seed, k)``: the data of gl
 ``k·B + j`` and its loss noise come from per-sample streams, dropout from a per-step seed. So a run
 resumed from a checkpoint continues bit for bit, and the same global batch split over DDP ranks
 sees the same samples and the same noise.
+
+Several processes: launch with ``torchrun --nproc_per_node N -m errprop.cli train ...`` (see
+:mod:`errprop.distributed`). Rank r takes global samples ``k·B + r·B/N … k·B + (r+1)·B/N − 1`` of
+step k; gradients are averaged across ranks; rank 0 alone keeps the EMA, writes checkpoints,
+``metrics.jsonl``, TensorBoard events and the progress bar, and the logged losses are means over
+ranks. What couples the samples *within* a batch is formed on each rank's local batch: EP's MMD²
+compares each rank's own two local half-batches (and each rank draws its own rollout start and
+length from its first sample's stream), and antithetic σ sampling mirrors within the local batch.
+So with the SIMPLE loss (uniform or log-normal σ) N ranks give the single-process weights up to
+float rounding, while SA with antithetic sampling and EP train on the same objective estimated
+with those local couplings. Stopping is agreed: a SIGINT/SIGTERM on any rank, a non-finite loss or
+gradient, or a failed checkpoint write stops every rank at the same step.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ import copy
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +91,14 @@ class TrainResult:
 
 
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then saves and stops)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then saves and stops).
 
-    def __init__(self) -> None:
+    A second Ctrl-C (SIGINT) while the first is being handled quits at once, without saving.
+    """
+
+    def __init__(self, verbose: bool) -> None:
         self.signum: int | None = None
+        self.verbose = verbose
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -93,7 +110,12 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.signum = signum
+        if self.verbose:
+            tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint after this step "
+                       f"(Ctrl-C again quits without saving)", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -111,33 +133,46 @@ def _lr(cfg: Config, step: int) -> float:
 
 
 def _trim_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (a resumed run rewrites them)."""
-    if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+    """Keep the rows of ``metrics.jsonl`` up to ``step`` (a resumed run rewrites those after it,
+    a fresh run starts empty); a line cut short by a crash is dropped. Replaced atomically."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line + "\n")
+    checkpoint.atomic_write_text(path, "".join(keep))
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train the model of ``cfg`` into the run folder ``run`` (continuing it if ``resume``).
 
     Returns when ``train.steps`` are done or after a SIGINT/SIGTERM, in both cases with a
-    checkpoint saved. A non-finite loss raises :class:`ErrpropError` naming the step.
+    checkpoint saved. A non-finite loss or gradient norm raises :class:`ErrpropError` naming the
+    step and the last good checkpoint, after skipping up to ``train.skip_nonfinite`` such batches
+    over the whole run (resumes included). A checkpoint that cannot be written raises
+    :class:`ErrpropError`; the previous one stays intact.
     """
     run = Path(run)
-    tc = cfg.train
-    ctx, device = distributed.setup(pick_device(tc.device))
+    ctx = distributed.setup(pick_device(cfg.train.device))
     try:
-        return _train(cfg, run, resume, progress and ctx.main, ctx, device)
+        return _train(cfg, run, resume, progress and ctx.main, ctx)
     finally:
         ctx.close()
 
 
-def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context,
-           device: torch.device) -> TrainResult:
-    tc = cfg.train
+def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context) -> TrainResult:
+    tc, device = cfg.train, ctx.device
     if tc.batch_size % ctx.world:
         raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {ctx.world} ranks")
     local = tc.batch_size // ctx.world
+    if cfg.loss.name == "ep" and local < 4:
+        raise ErrpropError(f"config: loss 'ep' needs ≥ 4 samples per rank (two half-batches of ≥ 2); "
+                           f"train.batch_size {tc.batch_size} over {ctx.world} ranks gives {local}")
 
     source = build_source(cfg)
     process = build_process(cfg)
@@ -145,38 +180,56 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
     denoiser = build_denoiser(cfg, source.shape, process).to(device)
     loss_fn = build_loss(cfg, process)
     net = denoiser.net
-    ema = copy.deepcopy(net).requires_grad_(False)
+    ema = copy.deepcopy(net).requires_grad_(False) if ctx.main else None  # rank 0 keeps the EMA
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     bf16 = use_bf16(tc.precision, cfg.model.net, device)
 
-    start = 0
+    start, skipped, saved = 0, 0, None
     if resume:
         tensors, meta = checkpoint.load(run)
         checkpoint.load_state(net, checkpoint.split(tensors, "model"), "model weights")
-        checkpoint.load_state(ema, checkpoint.split(tensors, "ema"), "EMA weights")
-        checkpoint.load_optimizer(opt, tensors, meta["optim"])
-        start = int(meta["step"])
-        _trim_metrics(run / "metrics.jsonl", start)
+        if ema is not None:
+            checkpoint.load_state(ema, checkpoint.split(tensors, "ema"), "EMA weights")
+        checkpoint.load_optimizer(opt, tensors, meta.get("optim"))
+        start, skipped, saved = meta["step"], int(meta.get("skipped_nonfinite", 0)), checkpoint.resolve(run)
+        if start > tc.steps:
+            raise ErrpropError(f"{run} is at step {start}, past train.steps = {tc.steps}; "
+                               f"to train on, raise it (e.g. --set train.steps={2 * start})")
     elif checkpoint.list_checkpoints(run):
         raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
     ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     if ctx.main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(dump(cfg))
+        checkpoint.atomic_write_text(run / "config.yaml", dump(cfg))
+        _trim_metrics(run / "metrics.jsonl", start)  # rows past the checkpoint are rewritten
+    denoiser.net = ctx.wrap(net)  # gradients averaged across ranks; `net` stays the bare module
 
-    def save(step: int) -> Path:
-        tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-        opt_tensors, opt_meta = checkpoint.optimizer_tensors(opt)
-        meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta}
-        return checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
+    def commit(step: int) -> Path:
+        """Rank 0 writes the checkpoint of ``step``; every rank learns whether that worked."""
+        error = None
+        if ema is not None:  # rank 0
+            tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+            opt_tensors, opt_meta = checkpoint.optimizer_tensors(opt)
+            meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta,
+                    "skipped_nonfinite": skipped}
+            try:
+                checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
+            except ErrpropError as e:
+                error = e
+        (failed,) = ctx.agree(error is not None)
+        if error is not None:
+            raise error
+        if failed:
+            raise ErrpropError(f"rank 0 could not write the checkpoint of step {step}; see its message")
+        return checkpoint.checkpoint_path(run, step)
 
-    log = _Log(run, start if resume else None) if ctx.main else None
+    log = _Log(run, start) if ctx.main else None
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {run.name}",
                unit="step", dynamic_ncols=True, mininterval=1.0)
-    step, saved, t0, skipped = start, None, time.time(), 0
+    step, t0 = start, time.time()
     try:
-        with _StopFlag() as stop:
+        with _StopFlag(verbose=ctx.main) as stop:
             while step < tc.steps:
                 _seed_torch(tc.seed, _STEP_KEY, step)  # dropout and any other global-RNG use
                 first = step * tc.batch_size + ctx.rank * local  # global number of this rank's 1st sample
@@ -185,49 +238,55 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
                 noise = Noise(stream_seeds(tc.seed, idx, _LOSS_KEY), device)
                 for g in opt.param_groups:
                     g["lr"] = _lr(cfg, step)
-                net.train()
+                denoiser.train()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = loss_fn(denoiser, x0, noise)
-                stats = ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))
-                if not torch.isfinite(stats[0]) and skipped < tc.skip_nonfinite:
-                    skipped += 1  # the same verdict on every rank: skip this batch everywhere
-                    tqdm.write(f"warning: loss is {stats[0].item()} at step {step}; skipped the batch "
-                               f"({skipped} of train.skip_nonfinite = {tc.skip_nonfinite})")
-                    step += 1
-                    bar.update(1)
-                    continue
-                if not torch.isfinite(stats[0]):
-                    last = checkpoint.list_checkpoints(run)
-                    raise ErrpropError(
-                        f"loss is {stats[0].item()} at step {step}; training stopped. Last good checkpoint: "
-                        f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip)"
-                    )
+                # Steps are named as in metrics.jsonl: the update made here is step `step + 1`.
+                # Every verdict below is taken on values that are equal on all ranks (means over
+                # ranks, or the norm of the averaged gradients), so all ranks take the same branch.
+                stats = dict(zip(out, ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))))
+                grad_norm = torch.tensor(math.nan)
                 opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                ctx.average_gradients(net.parameters())
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
-                opt.step()
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), net.parameters()):
-                        pe.lerp_(p, 1 - tc.ema_decay)
-                    for be, b in zip(ema.buffers(), net.buffers()):
-                        be.copy_(b)
+                if torch.isfinite(stats["loss"]):
+                    out["loss"].backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
+                if not (torch.isfinite(stats["loss"]) and torch.isfinite(grad_norm)):
+                    what = (f"loss is {stats['loss'].item()}" if not torch.isfinite(stats["loss"])
+                            else f"gradient norm is {grad_norm.item()}")
+                    if skipped >= tc.skip_nonfinite:
+                        last = checkpoint.list_checkpoints(run)
+                        raise ErrpropError(
+                            f"{what} at step {step + 1}; training stopped. Last good checkpoint: "
+                            f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip, "
+                            f"or let train.skip_nonfinite skip a few bad batches)")
+                    skipped += 1  # the same verdict on every rank: skip this batch everywhere
+                    opt.zero_grad(set_to_none=True)
+                    if ctx.main:
+                        tqdm.write(f"warning: {what} at step {step + 1}; skipped the batch "
+                                   f"({skipped} of train.skip_nonfinite = {tc.skip_nonfinite})")
+                else:
+                    opt.step()
+                    if ema is not None:
+                        with torch.no_grad():
+                            for pe, p in zip(ema.parameters(), net.parameters()):
+                                pe.lerp_(p, 1 - tc.ema_decay)
+                            for be, b in zip(ema.buffers(), net.buffers()):
+                                be.copy_(b)
+                    if log is not None and ((step + 1) % tc.log_every == 0 or step + 1 == tc.steps):
+                        row = {"step": step + 1, **{k: float(v) for k, v in stats.items()},
+                               "grad_norm": float(grad_norm), "lr": _lr(cfg, step),
+                               "time": round(time.time() - t0, 3)}
+                        log.write(row)
+                        bar.set_postfix(loss=f"{row['loss']:.4g}")
                 step += 1
                 bar.update(1)
-                if log is not None and (step % tc.log_every == 0 or step == tc.steps):
-                    row = {"step": step, **{k: float(v) for k, v in zip(out, stats)},
-                           "grad_norm": float(grad_norm), "lr": _lr(cfg, step - 1),
-                           "time": round(time.time() - t0, 3)}
-                    log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
                 if step % tc.ckpt_every == 0 or step == tc.steps:
-                    saved = save(step) if ctx.main else None
-                if ctx.any(stop.signum is not None, device):  # all ranks stop at the same step
+                    saved = commit(step)
+                if ctx.agree(stop.signum is not None)[0]:  # all ranks stop at the same step
                     break
             interrupted = step < tc.steps
-            if interrupted and ctx.main and (saved is None or step % tc.ckpt_every):
-                saved = save(step)
-            ctx.barrier()
+            if interrupted and saved != checkpoint.checkpoint_path(run, step):
+                saved = commit(step)
     finally:
         bar.close()
         if log is not None:
@@ -238,7 +297,7 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
 class _Log:
     """metrics.jsonl (one JSON object per logged step) and TensorBoard events, on rank 0."""
 
-    def __init__(self, run: Path, purge_step: int | None) -> None:
+    def __init__(self, run: Path, purge_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(run / "tb"), purge_step=purge_step)

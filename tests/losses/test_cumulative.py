@@ -1,4 +1,4 @@
-"""EP: reduction to the base loss, gradient paths through the rollout, validation."""
+"""EP: reduction to the base loss, R by hand, the rollout is the sampler, gradient paths, validation."""
 
 import pytest
 import torch
@@ -7,9 +7,11 @@ from errprop.denoisers import Denoiser
 from errprop.errors import ErrpropError
 from errprop.losses.cumulative import CumulativeErrorLoss
 from errprop.losses.simple import SimpleLoss
+from errprop.metrics.mmd import mmd2
 from errprop.nets.mlp import MLP
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
+from errprop.samplers import sample
 
 
 def _den(p):
@@ -17,16 +19,53 @@ def _den(p):
     return Denoiser(MLP(3, width=32, depth=1), "eps", p)
 
 
-def test_lambda_zero_equals_base_loss():
+@pytest.mark.parametrize("base", [None, "x0"])
+def test_lambda_zero_equals_base_loss(base):
     p = VPProcess()
     d, x0 = _den(p), torch.randn(16, 3)
-    base = SimpleLoss(p)(d, x0, Noise.from_seed(0, 16))["loss"]
-    out = CumulativeErrorLoss(p, lam=0.0)(d, x0, Noise.from_seed(0, 16))
-    assert torch.equal(out["loss"], base) and out["loss_ep"] >= 0
+    base_loss = SimpleLoss(p) if base is None else SimpleLoss(p, weighting=base)
+    ref = base_loss(d, x0, Noise.from_seed(0, 16))
+    kwargs = {} if base is None else {"base": base_loss}
+    out = CumulativeErrorLoss(p, lam=0.0, **kwargs)(d, x0, Noise.from_seed(0, 16))
+    assert torch.equal(out["loss"], ref["loss"]) and torch.equal(out["loss_simple"], ref["loss_simple"])
+    assert out["loss_ep"] >= 0
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_r_by_hand_from_the_same_streams(sampler):
+    """loss_ep = MMD²(half a rolled h → τ, half b noised to τ), draws in the documented order."""
+    p = VPProcess(T=100)
+    d, x0 = _den(p), torch.randn(10, 3)  # odd halves: B = 10 → 5 + 5
+    loss = CumulativeErrorLoss(p, lam=2.0, sampler=sampler)
+    out = loss(d, x0, Noise.from_seed(7, 10))
+    noise = Noise.from_seed(7, 10)
+    base = SimpleLoss(p)(d, x0, noise)
+    h, tail = loss.draw_steps(noise)
+    a, b = noise[:5], noise[5:]
+    x_a = x0[:5] + float(p.sigmas[h]) * a.randn(3)
+    x_b = x0[5:] + float(p.sigmas[tail]) * b.randn(3)
+    step = "ddpm" if sampler == "ancestral" else "ddim"
+    with torch.no_grad():  # the rollout *is* the sampler, along the process's own σ grid
+        x = sample(d, x_a, p.sigmas[tail:h + 1].flip(0), a, step=step)
+    r = mmd2(x, x_b)
+    torch.testing.assert_close(out["loss_ep"], r, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out["loss"], base["loss"] + 2.0 * r, rtol=1e-5, atol=1e-6)
+
+
+def test_head_and_tail_draws():
+    p = VPProcess(T=6)
+    loss = CumulativeErrorLoss(p, L=5)
+    draws = [loss.draw_steps(Noise.from_seed(seed, 4)) for seed in range(400)]
+    heads = {h for h, _ in draws}
+    lengths = {h - t for h, t in draws if t > 0}
+    assert heads == {1, 2, 3, 4, 5} and lengths == {1, 2, 3, 4}
+    assert all(0 <= t < h for h, t in draws)
+    assert any(t == 0 for _, t in draws)  # the tail stops at σ_0, the first noise level
+    assert loss.draw_steps(Noise.from_seed(3, 4)) == loss.draw_steps(Noise.from_seed(3, 9))
 
 
 class Recording(torch.nn.Module):
-    """Keeps every denoiser output of the rollout so the test can see where gradient arrives."""
+    """Keeps every denoiser output so the test can see where gradient arrives."""
 
     def __init__(self, denoiser):
         super().__init__()
@@ -34,7 +73,8 @@ class Recording(torch.nn.Module):
 
     def forward(self, x, sigma):
         out = self.d(x, sigma)
-        out.retain_grad()
+        if out.requires_grad:
+            out.retain_grad()
         self.outs.append(out)
         return out
 
@@ -47,28 +87,33 @@ def test_gradient_reaches_every_rollout_step_or_only_the_last(backprop, sampler)
     rec = Recording(_den(p))
     x = torch.randn(8, 3) + 2 * (torch.arange(8)[:, None] % 2)
     out = loss.rollout(rec, x * 0.1, 30, 26, Noise.from_seed(0, 8))
-    from errprop.metrics.mmd import mmd2
-
     mmd2(out, torch.randn(8, 3)).backward()
     got = [o.grad is not None and o.grad.abs().sum().item() > 0 for o in rec.outs]
-    assert len(got) == 4
     assert got == ([True] * 4 if backprop == "full" else [False, False, False, True])
 
 
-def test_whole_loss_backpropagates_and_draws_head_and_tail_from_the_streams():
+@pytest.mark.parametrize("backprop", ["full", "last"])
+def test_whole_loss_calls_base_then_rollout_and_backpropagates(backprop):
     p = VPProcess(T=100)
-    d = _den(p)
+    rec = Recording(_den(p))
     x0 = torch.randn(16, 3)
-    a = CumulativeErrorLoss(p)(d, x0, Noise.from_seed(4, 16))
-    b = CumulativeErrorLoss(p)(d, x0, Noise.from_seed(4, 16))
-    assert torch.equal(a["loss"], b["loss"])
-    a["loss"].backward()
-    assert all(q.grad is not None for q in d.parameters())
+    loss = CumulativeErrorLoss(p, backprop=backprop, base=SimpleLoss(p, weighting="x0"))
+    out = loss(rec, x0, Noise.from_seed(4, 16))
+    noise = Noise.from_seed(4, 16)
+    SimpleLoss(p)(rec.d, x0, noise)  # consume the base loss's draws
+    h, tail = loss.draw_steps(noise)
+    assert [o.shape[0] for o in rec.outs] == [16] + [8] * (h - tail)
+    out["loss"].backward()
+    rollout = rec.outs[1:]
+    got = [o.grad is not None and o.grad.abs().sum().item() > 0 for o in rollout]
+    assert got == ([True] * len(rollout) if backprop == "full" else [False] * (len(rollout) - 1) + [True])
+    assert all(q.grad is not None for q in rec.d.parameters())
 
 
-@pytest.mark.parametrize("kwargs,message", [({"L": 0}, "loss.ep.L"), ({"lam": -1.0}, "loss.ep.lam"),
-                                            ({"sampler": "heun"}, "loss.ep.sampler"),
-                                            ({"multipliers": [0.0]}, "multipliers")])
+@pytest.mark.parametrize("kwargs,message", [
+    ({"L": 0}, "loss.ep.L must be an integer ≥ 1, got 0"), ({"lam": -1.0}, "loss.ep.lam must be ≥ 0"),
+    ({"sampler": "heun"}, "loss.ep.sampler"), ({"backprop": "none"}, "loss.ep.backprop"),
+    ({"multipliers": [0.0]}, "loss.ep.multipliers")])
 def test_bad_values(kwargs, message):
     with pytest.raises(ErrpropError, match=message):
         CumulativeErrorLoss(VPProcess(), **kwargs)

@@ -7,8 +7,12 @@ are not penalised and errors that add up are — the first-order estimation gap 
 Defaults follow the released code (``tau="none"``, ``window_noise="independent"``,
 ``direction="down"``, ``t_sampling="antithetic"``, ``simple_on="anchor"``): the window goes down
 from the anchor t; steps below the first are masked out but the sum is still divided by K; each
-x_s has its own noise; L_simple uses the anchor alone. The K evaluations are one batched call of
-size K·B. Indices are errprop's ``t = 0..T−1`` (paper step t + 1).
+x_s has its own noise; L_simple uses the anchor alone; squared norms are summed over data
+dimensions. The paper writes the window upwards (s = t..t+K−1, t ∈ {1−K..T}, τ = 0 outside 2..T)
+and weights it by τ; ``direction="up"`` with ``tau="paper"`` is that form.
+
+The K evaluations are one batched call of size K·B, and the loss works with any parameterization
+of the denoiser: ε̂ = (x̂ − D)/σ. Indices are errprop's ``t = 0..T−1`` (paper step t + 1).
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from ..process import Process, VPProcess
 from .simple import SimpleLoss
 
 TAUS = ("paper", "relative", "none")
+CHOICES = {"tau": TAUS, "window_noise": ("independent", "chain"), "direction": ("down", "up"),
+           "t_sampling": ("uniform", "antithetic"), "simple_on": ("anchor", "window")}
 
 
 def tau(process: VPProcess) -> torch.Tensor:
-    """τ_i of Theorem 1 (float64, indexed by errprop's t = i − 1; τ = 0 for paper step 1).
+    """τ_i of SA's Theorem 1: (T,) float64 indexed by errprop's t = i − 1, so τ[0] = τ_1 = 0.
 
     ``τ_i = [√ᾱ_{i−1}(1 − ᾱ_1)] / [√α_1 (1 − ᾱ_{i−1})] · γ_{1,i} · √(1 − ᾱ_i)/√ᾱ_i`` for paper steps
-    i = 2..T, with ``γ_{1,i} = √ᾱ_{i−1} β_i / (1 − ᾱ_i)``.
+    i = 2..T, with ``γ_{1,i} = √ᾱ_{i−1} β_i / (1 − ᾱ_i)``. The first factor is Π_{j=2}^{i−1} γ_{2,j}:
+    τ_i is how much a unit error of ε_θ at step i moves the DDPM chain's x_1 (in x_t space).
     """
     abar, beta = process.alphas_cumprod, process.betas
     a_prev, a_i, b_i = abar[:-1], abar[1:], beta[1:]  # paper i = 2..T ↔ our index 1..T−1
@@ -41,14 +48,50 @@ def tau(process: VPProcess) -> torch.Tensor:
 
 
 def window_mean(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(1/K) Σ_j w_j err_j for err (K, B, ...) and weights (K, B) (masked steps have w = 0)."""
+    """``(1/K) Σ_j w_j err_j``: err (K, B, ...) and weights (K, B) → (B, ...); masked steps have w = 0."""
     w = weight.reshape(*weight.shape, *([1] * (err.ndim - 2)))
     return (w * err).sum(0) / err.shape[0]
 
 
+def theorem2_terms(err: torch.Tensor, weights: torch.Tensor, K: int) -> dict[str, torch.Tensor]:
+    """The three losses of SA's Theorem 2 for given per-step errors, averaged exactly over t.
+
+    Args:
+        err: (T, B, ...) errors ``ε_θ(x_t, t) − ε_t`` at errprop's t = 0..T−1 (paper steps 1..T);
+            sample b of every step is one joint draw (x0 and its chain), as in L_θ.
+        weights: (T,) τ (see :func:`tau`; τ[0] = 0).
+        K: the window length.
+
+    Returns:
+        ``l_tau_simple`` = mean over paper t = 2..T of E[τ_t² ‖e_t‖²];
+        ``l_sa`` = mean over the T + K paper windows {t..t+K−1}, t = 1−K..T, of
+        E‖(1/K) Σ_s τ_s e_s‖² (τ = 0 outside 2..T);
+        ``l_theta`` = E‖Σ_t τ_t e_t‖². Theorem 2: (T−1)/(T+K) l_tau_simple ≥ l_sa ≥ l_theta/(T+K)².
+    """
+    T, B = err.shape[:2]
+    we = weights.to(err.dtype).reshape(T, *([1] * (err.ndim - 1))) * err
+    l_tau_simple = we[1:].flatten(2).pow(2).sum(-1).mean()
+    l_theta = we.sum(0).flatten(1).pow(2).sum(-1).mean()
+    padded = torch.cat([we.new_zeros(K, *we.shape[1:]), we, we.new_zeros(K, *we.shape[1:])])
+    # window p (p = 0..T+K−1) covers padded rows p..p+K−1, i.e. paper steps p+1−K .. p
+    stacked = torch.stack([padded[j:j + T + K] for j in range(K)])  # (K, T+K, B, ...)
+    ones = torch.ones(K, (T + K) * B, dtype=err.dtype, device=err.device)
+    sums = window_mean(stacked.reshape(K, (T + K) * B, *err.shape[2:]), ones)
+    l_sa = sums.flatten(1).pow(2).sum(-1).mean()
+    return {"l_tau_simple": l_tau_simple, "l_sa": l_sa, "l_theta": l_theta}
+
+
 @dataclass
 class SequenceAwareLoss:
-    """SA-K on a discrete VP process; call as ``loss(denoiser, x0, noise)``.
+    """SA-K on a discrete VP process; call as ``loss(denoiser, x0, noise)`` with x0 (B, ...).
+
+    Fields (defaults = the released code, METHODS §2): ``K`` window length (≥ 1); ``lam`` the
+    weight λ ≥ 0 of L_sa (paper: SA-2 λ = 1, SA-3 0.3, SA-4 0.2); ``tau`` ``none`` (code: τ ≡ 1),
+    ``paper`` (Theorem 1's τ_s) or ``relative`` (τ_s/τ_anchor; a window whose anchor has τ = 0
+    weighs nothing); ``window_noise`` ``independent`` (code) or ``chain`` (one forward
+    trajectory); ``direction`` ``down`` (code: t, t−1, …) or ``up`` (paper: t, t+1, …);
+    ``t_sampling`` ``antithetic`` (code) or ``uniform``; ``simple_on`` ``anchor`` (code) or
+    ``window`` (L_simple averaged over all valid evaluations of the window).
 
     Returns ``{"loss", "loss_simple", "loss_sa"}`` (scalars; squared norms summed over data
     dimensions, mean over the batch). Every draw comes from the per-sample streams ``noise``:
@@ -68,26 +111,27 @@ class SequenceAwareLoss:
     def __post_init__(self) -> None:
         if not isinstance(self.process, VPProcess):
             raise ErrpropError("loss.name 'sa' needs a discrete VP process (process.kind: vp)")
-        checks = {"K": self.K >= 1, "lam": self.lam >= 0, "tau": self.tau in TAUS,
-                  "window_noise": self.window_noise in ("independent", "chain"),
-                  "direction": self.direction in ("down", "up"),
-                  "t_sampling": self.t_sampling in ("uniform", "antithetic"),
-                  "simple_on": self.simple_on in ("anchor", "window")}
-        for name, ok in checks.items():
-            if not ok:
-                raise ErrpropError(f"loss.sa.{name}: invalid value {getattr(self, name)!r}")
+        if not isinstance(self.K, int) or self.K < 1:
+            raise ErrpropError(f"loss.sa.K must be an integer ≥ 1, got {self.K!r}")
+        if not self.lam >= 0:
+            raise ErrpropError(f"loss.sa.lam must be ≥ 0, got {self.lam}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ErrpropError(f"loss.sa.{name}: unknown {value!r}; choose one of {allowed}")
         self._base = SimpleLoss(self.process, weighting="eps", sigma_sampling=self.t_sampling)
         self._tau = tau(self.process)
 
     def window(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step indices (K, B) of each anchor's window and their validity mask (0 ≤ s ≤ T−1)."""
+        """Step indices (K, B) of each anchor's window (row 0 = the anchor t, (B,)) and their
+        validity mask (0 ≤ s ≤ T−1); invalid steps are clamped into range and masked out."""
         j = torch.arange(self.K, device=t.device)[:, None]
         s = t[None] - j if self.direction == "down" else t[None] + j
         valid = (s >= 0) & (s <= self.process.T - 1)
         return s.clamp(0, self.process.T - 1), valid
 
     def weights(self, s: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """τ weights (K, B) of the window's steps (``relative``: divided by the anchor's τ)."""
+        """τ weights (K, B) float32 of the window's steps (``relative``: divided by the anchor's τ)."""
         if self.tau == "none":
             return valid.to(torch.float32)
         w = self._tau.to(s.device)[s] * valid
@@ -96,24 +140,29 @@ class SequenceAwareLoss:
             w = torch.where(anchor > 0, w / anchor.clamp_min(1e-300), torch.zeros_like(w))
         return w.float()
 
-    def forward_samples(self, x0: torch.Tensor, s: torch.Tensor, n0: torch.Tensor, noise: Noise):
-        """x̂_s and ε_s (K, B, ...) of the window: independent noise per step, or one forward chain."""
+    def forward_samples(
+        self, x0: torch.Tensor, s: torch.Tensor, n0: torch.Tensor, noise: Noise
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̂_s = x0 + σ_s ε_s and ε_s, both (K, B, ...), for the window steps s (K, B).
+
+        ``independent``: ε at the anchor is ``n0`` (B, ...), every other step draws its own.
+        ``chain``: one forward trajectory, x_{s+1} ~ q(x_{s+1} | x_s), starting from the window's
+        lowest step with noise ``n0``; then ε_s = (x̂_s − x0)/σ_s = (x_s − √ᾱ_s x0)/√(1 − ᾱ_s).
+        """
         sig = self.process.sigmas.to(x0.device)[s].to(x0.dtype)  # (K, B)
         b = sig.reshape(*sig.shape, *([1] * (x0.ndim - 1)))
         if self.window_noise == "independent":
             eps = torch.stack([n0] + [noise.randn(*x0.shape[1:]).to(x0.device) for _ in range(self.K - 1)])
             return x0[None] + b * eps, eps
-        # chain: in x̂ = x0 + σ n the VP chain is Brownian, x̂_{s+1} = x̂_s + √(σ²_{s+1} − σ²_s) z.
+        # chain: in x̂ = x_t/√ᾱ_t the VP chain is Brownian, x̂_{s+1} = x̂_s + √(σ²_{s+1} − σ²_s) z.
         order = sig.argsort(0)  # lowest noise first, per sample
-        sig_sorted = sig.gather(0, order)
-        b_sorted = sig_sorted.reshape(*sig.shape, *([1] * (x0.ndim - 1)))
+        b_sorted = sig.gather(0, order).reshape(b.shape)
         x = [x0 + b_sorted[0] * n0]
         for j in range(1, self.K):
             step = (b_sorted[j] ** 2 - b_sorted[j - 1] ** 2).clamp_min(0).sqrt()
             x.append(x[-1] + step * noise.randn(*x0.shape[1:]).to(x0.device))
-        x_sorted = torch.stack(x)
-        inverse = order.argsort(0).reshape(*order.shape, *([1] * (x0.ndim - 1))).expand_as(x_sorted)
-        xs = x_sorted.gather(0, inverse)
+        inverse = order.argsort(0).reshape(b.shape).expand(self.K, *x0.shape)
+        xs = torch.stack(x).gather(0, inverse)
         return xs, (xs - x0[None]) / b
 
     def __call__(self, denoiser, x0: torch.Tensor, noise: Noise) -> dict[str, torch.Tensor]:
