@@ -126,7 +126,7 @@ class TrainConfig:
     log_every: int = _f(50, min=1)
     ckpt_every: int = _f(1000, min=1)
     keep_last: int = _f(3, min=1)
-    skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss skipped before stopping
+    skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss or gradient skipped per run
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
 

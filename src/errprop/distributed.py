@@ -1,5 +1,10 @@
 """Data parallelism over ``torch.distributed``, launched by ``torchrun``.
 
+``accelerate launch --multi_gpu --num_processes N`` works unchanged too: it starts the workers
+through torchrun with the same environment (checked with accelerate 1.15, also on a machine without
+GPUs, where the ranks run on CPU with gloo). Its ``--cpu`` mode starts several processes only
+through MPI, which this module does not read.
+
 Every rank holds the whole model and the slice of the global batch given by its rank. The network
 is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`, which broadcasts rank 0's initial
 weights and averages the gradients across ranks during ``backward`` (bucketed all-reduces that

@@ -5,17 +5,20 @@ Every random draw of step k is a function of ``(train.seed, k)``: the data of gl
 resumed from a checkpoint continues bit for bit, and the same global batch split over DDP ranks
 sees the same samples and the same noise.
 
-Several processes: launch with ``torchrun --nproc_per_node N -m errprop.cli train ...`` (see
-:mod:`errprop.distributed`). Rank r takes global samples ``k·B + r·B/N … k·B + (r+1)·B/N − 1`` of
-step k; gradients are averaged across ranks; rank 0 alone keeps the EMA, writes checkpoints,
-``metrics.jsonl``, TensorBoard events and the progress bar, and the logged losses are means over
-ranks. What couples the samples *within* a batch is formed on each rank's local batch: EP's MMD²
-compares each rank's own two local half-batches (and each rank draws its own rollout start and
-length from its first sample's stream), and antithetic σ sampling mirrors within the local batch.
-So with the SIMPLE loss (uniform or log-normal σ) N ranks give the single-process weights up to
-float rounding, while SA with antithetic sampling and EP train on the same objective estimated
-with those local couplings. Stopping is agreed: a SIGINT/SIGTERM on any rank, a non-finite loss or
-gradient, or a failed checkpoint write stops every rank at the same step.
+Several processes: launch with ``torchrun --nproc_per_node N -m errprop.cli train ...`` or
+``accelerate launch --multi_gpu --num_processes N -m errprop.cli train ...`` (which starts the
+same workers through torchrun; see :mod:`errprop.distributed`). Rank r takes global samples
+``k·B + r·B/N … k·B + (r+1)·B/N − 1`` of step k; gradients are averaged across ranks; rank 0
+alone keeps the EMA, writes checkpoints, ``metrics.jsonl``, TensorBoard events and the progress
+bar, and the logged losses are means over ranks. What couples the samples *within* a batch is
+formed on each rank's local batch: EP's MMD² compares each rank's own two local half-batches (and
+each rank draws its own rollout start and length from its first sample's stream), and antithetic
+σ sampling mirrors within the local batch. So with the SIMPLE loss (uniform or log-normal σ) N
+ranks give the single-process weights up to float rounding, while SA with antithetic sampling and
+EP train on the same objective estimated with those local couplings.
+
+Stopping is agreed: a SIGINT/SIGTERM on any rank, a non-finite loss or gradient, or a failed
+checkpoint write stops every rank at the same step.
 """
 
 from __future__ import annotations
