@@ -16,10 +16,21 @@ PYTHON=${PYTHON:-python3}
 # torchvision requirement (which would replace the pinned torch) out.
 .venv/bin/python -m pip install -q --no-deps "torch-fidelity==0.4.0"
 
-if [ ! -e /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1; then
-    echo "setup: could not install dataset-fashion-mnist (apt-get); Fashion-MNIST tests will be skipped" >&2
-  fi
+# Debian packages, each installed only when missing: Fashion-MNIST, and headless Chromium (with a
+# font) that tests/browser.py drives to render the HTML report as a reader sees it.
+APT_UPDATED=""
+apt_install() {  # apt_install WHAT PACKAGE...: quietly, as root or with password-less sudo
+  local what=$1; shift
+  command -v apt-get >/dev/null 2>&1 || { echo "setup: no apt-get; $what" >&2; return 0; }
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  if [ -z "$APT_UPDATED" ]; then $sudo apt-get update -qq >/dev/null 2>&1 && APT_UPDATED=1; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
+    || echo "setup: could not install $* (apt-get); $what" >&2
+}
+[ -e /usr/share/datasets/fashion-mnist ] \
+  || apt_install "Fashion-MNIST tests will be skipped" dataset-fashion-mnist
+if [ -z "${ERRPROP_CHROMIUM:-}" ] && [ ! -x /usr/lib/chromium/chromium ] \
+  && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  apt_install "browser tests of the HTML report will be skipped (failed under CI)" chromium fonts-dejavu-core
 fi

@@ -23,7 +23,9 @@ _DATA_KEY, _PERM_KEY, _FLIP_KEY = 0xDA7A, 0x9E4B, 0xF119
 def build_process(cfg: Config) -> Process:
     p = cfg.process
     if p.kind == "vp":
-        return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end)
+        return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end,
+                            beta_scale=p.beta_scale, sigmoid_start=p.sigmoid_start,
+                            sigmoid_end=p.sigmoid_end, sigmoid_tau=p.sigmoid_tau)
     return make_process("ve", kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
 
 
@@ -114,6 +116,18 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
 def build_denoiser(cfg: Config, shape: tuple[int, ...], process: Process | None = None) -> Denoiser:
     process = build_process(cfg) if process is None else process
     return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data)
+
+
+def sample_clip(cfg: Config) -> float | None:
+    """The x̂0 clip range of a config's DDIM/DDPM sampling (None: no clipping).
+
+    ``sample.clip_sample: null`` means on for image data (in [−1, 1], diffusers' default) and off
+    for Gaussian mixtures, whose support is unbounded.
+    """
+    on = cfg.sample.clip_sample
+    if on is None:
+        on = cfg.data.name not in MIXTURES
+    return cfg.sample.clip_sample_range if on else None
 
 
 def build_loss(cfg: Config, process: Process):

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .builders import load_data, load_run
+    from .builders import load_data, load_run, sample_clip
     from .data.gmm import GaussianMixture
     from .generate import generate
     from .plots import save_samples_png
@@ -78,7 +78,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
                  grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True,
                  grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
-                 eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn)
+                 eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn,
+                 clip=sample_clip(run.config))
     out = Path(run.path) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{sampler}-{steps}-{seed}"
@@ -136,7 +137,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import shlex
 
-    from .builders import load_data, load_run
+    from .builders import load_data, load_run, sample_clip
     from .data.gmm import GaussianMixture
     from .diagnostics.run import diagnose
     from .train import pick_device
@@ -151,7 +152,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     written = diagnose(run.denoiser, run.process, data, args.what, sampler=args.sampler or sc.sampler,
                        steps=args.steps or sc.steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
                        oracle=data if args.oracle else None, batch_size=args.batch_size,
-                       options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn},
+                       options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn,
+                                "clip": sample_clip(run.config)},
                        grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas})
     (out / "command.txt").write_text(shlex.join(["errprop", *sys.argv[1:]]) + "\n")
     for path in written.values():

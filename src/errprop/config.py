@@ -48,12 +48,39 @@ class ProcessConfig:
 
     kind: str = _f("vp", choices=("vp", "ve"))
     T: int = _f(1000, min=2)
-    schedule: str = _f("linear", choices=("linear", "cosine", "sigmoid"))
+    # sigmoid: diffusers' sigmoid on β; sigmoid_abar: EPDM's default, a sigmoid on ᾱ
+    schedule: str = _f("linear", choices=("linear", "cosine", "sigmoid", "sigmoid_abar"))
     beta_start: float = _f(1e-4, gt=0)
     beta_end: float = _f(0.02, gt=0)
+    # epdm: beta_start, beta_end × 1000/T (EPDM's linear schedule); linear / sigmoid only
+    beta_scale: str = _f("none", choices=("none", "epdm"))
+    sigmoid_start: float = _f(-3.0)  # sigmoid_abar only; EPDM's defaults −3, 3, τ = 1
+    sigmoid_end: float = _f(3.0)
+    sigmoid_tau: float = _f(1.0, gt=0)
     ve_sigma: str = _f("linear", choices=("sqrt", "linear"))  # VE: σ(t) = √t or t
     sigma_min: float = _f(0.002, gt=0)  # VE only
     sigma_max: float = _f(80.0, gt=0)  # VE only
+
+    def __post_init__(self) -> None:
+        # Cross-field checks of the schedule options, so that --dry-run already reports them.
+        if self.kind != "vp":
+            return
+        if self.schedule == "sigmoid_abar" and not self.sigmoid_start < self.sigmoid_end:
+            raise ErrpropError(
+                f"config: process.sigmoid_start < process.sigmoid_end required, "
+                f"got {self.sigmoid_start}, {self.sigmoid_end}"
+            )
+        if self.beta_scale == "epdm":
+            if self.schedule not in ("linear", "sigmoid"):
+                raise ErrpropError(
+                    f"config: process.beta_scale 'epdm' rescales beta_start/beta_end, which schedule "
+                    f"{self.schedule!r} does not use; use schedule 'linear' or 'sigmoid'"
+                )
+            if not self.beta_end * 1000 / self.T < 1:
+                raise ErrpropError(
+                    f"config: process.beta_end × 1000/T must be < 1 with beta_scale 'epdm', "
+                    f"got {self.beta_end} × 1000/{self.T}"
+                )
 
 
 @dataclass
@@ -122,6 +149,9 @@ class TrainConfig:
     warmup: int = _f(100, min=0)
     grad_clip: float = _f(1.0, min=0)  # 0 disables clipping
     ema_decay: float = _f(0.999, min=0)
+    # diffusers' EMAModel warm-up: decay_k = min(ema_decay, (1 + k)/(10 + k)) after k updates
+    # (the first update copies the weights); off: ema_decay from the first step.
+    ema_warmup: bool = _f(True)
     seed: int = _f(0)
     log_every: int = _f(50, min=1)
     ckpt_every: int = _f(1000, min=1)
@@ -144,6 +174,10 @@ class SampleConfig:
     eta: float = _f(0.0, min=0)  # ddim
     variance: str = _f("small", choices=("small", "large"))  # ddpm
     s_churn: float = _f(0.0, min=0)  # euler / heun
+    # diffusers' clip_sample: clamp x̂0 to ±clip_sample_range inside DDIM/DDPM steps.
+    # null (auto): on for image data (which lies in [−1, 1]), off for mixtures.
+    clip_sample: bool | None = _f(None)
+    clip_sample_range: float = _f(1.0, gt=0)
     n: int = _f(1000, min=1)
     batch_size: int = _f(1000, min=1)
     seed: int = _f(0)

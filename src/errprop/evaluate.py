@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .builders import Run, load_data
+from .builders import Run, load_data, sample_clip
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
 from .generate import generate
@@ -120,7 +120,8 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
             x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=k,
                          grid=sc.grid, batch_size=batch_size, device=device, progress=progress,
                          grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
-                         eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn)
+                         eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn,
+                         clip=sample_clip(run.config))
             for m, scorer in scorers.items():
                 rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), "value": scorer(x)})
     out = Path(run.path) / "eval"

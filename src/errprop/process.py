@@ -19,28 +19,114 @@ import torch
 
 from .errors import ErrpropError
 
-BETA_SCHEDULES = ("linear", "cosine", "sigmoid")
+BETA_SCHEDULES = ("linear", "cosine", "sigmoid", "sigmoid_abar")
+BETA_SCALES = ("none", "epdm")
+# Schedules whose β_t are built from (beta_start, beta_end); only these can be rescaled.
+_ENDPOINT_SCHEDULES = ("linear", "sigmoid")
 
 
-def beta_schedule(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+def sigmoid_abar_schedule(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> torch.Tensor:
+    """β_1..β_T (float64) of EPDM's default schedule: a sigmoid on ᾱ, not on β.
+
+    With ``f(u) = sigmoid((start + (end − start) u)/τ)`` and ``u = t/T``, ``t = 0..T``:
+    ``ᾱ(u) = (f(1) − f(u)) / (f(1) − f(0))``, so ᾱ(0) = 1 and ᾱ(1) = 0, and
+    ``β_t = 1 − ᾱ(t/T)/ᾱ((t−1)/T)`` clipped to [0, 0.999] (the last β is 1 before the clip, so
+    ᾱ_T = 0.001 · ᾱ_{T−1} > 0). Defaults start = −3, end = 3, τ = 1 are the released code's.
+
+    Source: ``sigmoid_beta_schedule`` in ``src/epdm/models.py`` of vanderschaarlab/epdm (after
+    Jabri et al. 2022, arXiv:2212.11972, Fig. 8); its ``clamp_min`` argument is unused there, and
+    the only clamp is the clip of β to [0, 0.999]. Re-derived here, not copied.
+    """
+    for name, v in (("sigmoid_start", start), ("sigmoid_end", end), ("sigmoid_tau", tau)):
+        if not math.isfinite(v):
+            raise ErrpropError(f"process.{name} must be a finite number, got {v!r}")
+    if not tau > 0:
+        raise ErrpropError(f"process.sigmoid_tau must be > 0, got {tau}")
+    if not start < end:
+        raise ErrpropError(f"process: need sigmoid_start < sigmoid_end, got {start}, {end}")
+    u = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.sigmoid((start + (end - start) * u) / tau)
+    f0 = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    f1 = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+    if not float(f1 - f0) > 0:  # e.g. start/τ and end/τ both far in one saturated tail
+        raise ErrpropError(
+            f"process: sigmoid_abar is flat in float64 for start={start}, end={end}, tau={tau}; "
+            "bring (start, end)/tau closer to 0"
+        )
+    abar = (f1 - f) / (f1 - f0)
+    betas = (1 - abar[1:] / abar[:-1]).clamp(0, 0.999)
+    if not bool(torch.all(betas > 0)):
+        raise ErrpropError(
+            f"process: sigmoid_abar gives β_t = 0 (ᾱ flat) for start={start}, end={end}, tau={tau}; "
+            "σ_t must increase strictly"
+        )
+    return betas
+
+
+def scaled_betas(beta_start: float, beta_end: float, T: int, beta_scale: str = "none") -> tuple[float, float]:
+    """(beta_start, beta_end) after ``beta_scale``: ``none`` as given; ``epdm`` times 1000/T.
+
+    ``epdm`` is EPDM's ``linear_beta_schedule`` (``scale = 1000 / timesteps``, ``src/epdm/models.py``
+    of vanderschaarlab/epdm; also Improved DDPM's): T = 1000 leaves the endpoints as they are, other
+    T keep the product β·T, so ᾱ_T stays about as small as DDPM's at T = 1000.
+    """
+    if beta_scale == "none":
+        return beta_start, beta_end
+    if beta_scale == "epdm":
+        return beta_start * 1000 / T, beta_end * 1000 / T
+    raise ErrpropError(f"process.beta_scale: unknown {beta_scale!r}; choose one of {BETA_SCALES}")
+
+
+def beta_schedule(
+    name: str,
+    T: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    *,
+    beta_scale: str = "none",
+    sigmoid_start: float = -3.0,
+    sigmoid_end: float = 3.0,
+    sigmoid_tau: float = 1.0,
+) -> torch.Tensor:
     """β_1..β_T (float64, length T) of a named schedule.
 
     - ``linear``: DDPM (Ho et al. 2020), ``linspace(beta_start, beta_end, T)``.
     - ``cosine``: Nichol & Dhariwal 2021, ᾱ(t) = cos²((t/T + 0.008)/1.008 · π/2), β ≤ 0.999.
     - ``sigmoid``: diffusers' ``"sigmoid"``: ``sigmoid(linspace(-6, 6, T))`` mapped onto
-      [beta_start, beta_end].
+      [beta_start, beta_end] — a sigmoid on **β**.
+    - ``sigmoid_abar``: EPDM's default, a sigmoid on **ᾱ** (:func:`sigmoid_abar_schedule`, with
+      ``sigmoid_start``, ``sigmoid_end``, ``sigmoid_tau``); beta_start/beta_end are not used.
+
+    ``beta_scale`` (:func:`scaled_betas`) rescales beta_start/beta_end first (``epdm``: × 1000/T);
+    it applies to the schedules built from them (``linear``, ``sigmoid``) and is an error with
+    the others, which would silently ignore it.
     """
-    if name == "linear":
-        return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    if name not in BETA_SCHEDULES:
+        raise ErrpropError(f"process.schedule: unknown β schedule {name!r}; choose one of {BETA_SCHEDULES}")
+    if beta_scale not in BETA_SCALES:
+        raise ErrpropError(f"process.beta_scale: unknown {beta_scale!r}; choose one of {BETA_SCALES}")
+    if beta_scale != "none" and name not in _ENDPOINT_SCHEDULES:
+        raise ErrpropError(
+            f"process.beta_scale {beta_scale!r} rescales beta_start/beta_end, which schedule {name!r} "
+            f"does not use; it needs one of {_ENDPOINT_SCHEDULES}"
+        )
+    if name in _ENDPOINT_SCHEDULES:
+        lo, hi = scaled_betas(beta_start, beta_end, T, beta_scale)
+        if not 0 < lo < hi < 1:
+            raise ErrpropError(
+                f"process: need 0 < beta_start < beta_end < 1 after beta_scale {beta_scale!r} "
+                f"(T = {T}), got {lo}, {hi}"
+            )
+        if name == "linear":
+            return torch.linspace(lo, hi, T, dtype=torch.float64)
+        u = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
+        return u * (hi - lo) + lo
     if name == "cosine":
         s = 0.008
         u = torch.arange(T + 1, dtype=torch.float64) / T
         abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
-    if name == "sigmoid":
-        u = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
-        return u * (beta_end - beta_start) + beta_start
-    raise ErrpropError(f"process.schedule: unknown β schedule {name!r}; choose one of {BETA_SCHEDULES}")
+    return sigmoid_abar_schedule(T, sigmoid_start, sigmoid_end, sigmoid_tau)
 
 
 class Process:
@@ -79,6 +165,10 @@ class VPProcess(Process):
     schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    beta_scale: str = "none"  # "epdm": beta_start, beta_end × 1000/T (EPDM's linear schedule)
+    sigmoid_start: float = -3.0  # sigmoid_abar only (EPDM's defaults)
+    sigmoid_end: float = 3.0
+    sigmoid_tau: float = 1.0
     discrete = True
 
     def __post_init__(self) -> None:
@@ -88,7 +178,10 @@ class VPProcess(Process):
             raise ErrpropError(
                 f"process: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"
             )
-        self.betas = beta_schedule(self.schedule, self.T, self.beta_start, self.beta_end)
+        self.betas = beta_schedule(
+            self.schedule, self.T, self.beta_start, self.beta_end, beta_scale=self.beta_scale,
+            sigmoid_start=self.sigmoid_start, sigmoid_end=self.sigmoid_end, sigmoid_tau=self.sigmoid_tau,
+        )
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
         self._log_sigmas = self.sigmas.log()

@@ -29,14 +29,26 @@ Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 Callback = Callable[[dict], None]
 
 
-def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0):
-    """DDIM (Song et al. 2021, eq. 12) with stochasticity η ∈ [0, 1]."""
+def _clip(denoised: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """diffusers' ``clip_sample``: the x̂0 estimate clamped to [−clip, clip] (None: unchanged)."""
+    return denoised if clip is None else denoised.clamp(-clip, clip)
+
+
+def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0,
+              clip: float | None = None):
+    """DDIM (Song et al. 2021, eq. 12) with stochasticity η ∈ [0, 1].
+
+    ``clip`` clamps the x̂0 estimate as diffusers' ``clip_sample`` does; as in diffusers'
+    ``DDIMScheduler`` (``use_clipped_model_output=False``) the noise direction keeps the
+    network's own ε̂ = (x̂ − D)/σ, so only the x̂0 term of the update is clipped.
+    """
     denoised = denoiser(x, sigma)
+    clipped = _clip(denoised, clip)
     if sigma_next == 0:
-        return denoised, denoised
+        return clipped, clipped
     sigma_up = eta * sigma_next * math.sqrt(sigma**2 - sigma_next**2) / sigma
     sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
-    x_next = denoised + sigma_down / sigma * (x - denoised)
+    x_next = clipped + sigma_down / sigma * (x - denoised)
     if sigma_up > 0:
         x_next = x_next + sigma_up * noise.randn(*x.shape[1:], dtype=x.dtype)
     return x_next, denoised
@@ -50,12 +62,14 @@ def ddpm_step(
     noise: Noise,
     variance: str = "small",
     process: Process | None = None,
+    clip: float | None = None,
 ):
     """DDPM ancestral step (Ho et al. 2020, eq. 6–7) with variance β̃_t (``small``) or β_t (``large``).
 
     ``large`` needs the process: in x̂ space its variance is ``(σ² − σ'²) s(σ)²/s(σ')²``.
+    ``clip`` clamps the x̂0 estimate before the posterior mean, as diffusers' ``clip_sample``.
     """
-    denoised = denoiser(x, sigma)
+    denoised = _clip(denoiser(x, sigma), clip)
     if sigma_next == 0:
         return denoised, denoised
     mean = denoised + (sigma_next**2 / sigma**2) * (x - denoised)

@@ -135,6 +135,18 @@ def _lr(cfg: Config, step: int) -> float:
     return cfg.train.lr * min(1.0, (step + 1) / w) if w > 0 else cfg.train.lr
 
 
+def ema_decay(decay: float, k: int, warmup: bool = True) -> float:
+    """The EMA decay of the update made after ``k`` earlier updates.
+
+    With ``warmup`` it is diffusers' ``EMAModel`` (``use_ema_warmup=False``): the first update
+    copies the weights, then ``min(decay, (1 + k)/(10 + k))`` — so the random initialisation does
+    not linger (at a fixed 0.999 it still holds 0.999^3000 ≈ 5 % of the EMA after 3,000 steps).
+    """
+    if not warmup:
+        return decay
+    return 0.0 if k == 0 else min(decay, (1 + k) / (10 + k))
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the rows of ``metrics.jsonl`` up to ``step`` (a resumed run rewrites those after it,
     a fresh run starts empty); a line cut short by a crash is dropped. Replaced atomically."""
@@ -270,9 +282,10 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
                 else:
                     opt.step()
                     if ema is not None:
+                        decay = ema_decay(tc.ema_decay, step, tc.ema_warmup)
                         with torch.no_grad():
                             for pe, p in zip(ema.parameters(), net.parameters()):
-                                pe.lerp_(p, 1 - tc.ema_decay)
+                                pe.lerp_(p, 1 - decay)
                             for be, b in zip(ema.buffers(), net.buffers()):
                                 be.copy_(b)
                     if log is not None and ((step + 1) % tc.log_every == 0 or step + 1 == tc.steps):

@@ -1,0 +1,54 @@
+"""Statistics over seeds: mean ± spread, paired differences with a t confidence interval.
+
+A comparison of two training objectives is only evidence if it is paired — the same seed (so the
+same initial weights, data order and training noise) and the same sampling noise on both sides —
+and if the difference is judged against its own seed-to-seed spread. :func:`paired` does that:
+per seed ``d_s = a_s − b_s``, then the mean of d and Student's t interval
+``mean ± t_{1−α/2, n−1} · sd(d)/√n``.
+
+>>> r = paired([1.0, 2.0, 3.0], [1.5, 2.4, 3.6])
+>>> round(r["mean"], 3), r["n"], r["verdict"]
+(-0.5, 3, 'lower')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scipy import stats as _st
+
+from .errors import ErrpropError
+
+
+def summary(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "min", "max", "n"}`` of per-seed values (std with n − 1; 0 for n = 1)."""
+    v = [float(x) for x in values]
+    if not v:
+        raise ErrpropError("summary: no values")
+    n = len(v)
+    mean = sum(v) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(v), "max": max(v), "n": n}
+
+
+def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
+    """Paired difference a − b over seeds with a t confidence interval.
+
+    Returns ``{"mean", "std", "lo", "hi", "n", "confidence", "verdict"}``; ``verdict`` is
+    ``lower`` (the whole interval below 0), ``higher`` (above 0) or ``no difference`` (the
+    interval holds 0, or fewer than 2 seeds). The caller decides which direction is better.
+    """
+    if len(a) != len(b):
+        raise ErrpropError(f"paired: {len(a)} values against {len(b)}; pair them by seed")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    s = summary(d)
+    n = s["n"]
+    if n < 2:
+        return {**{k: s[k] for k in ("mean", "std", "n")}, "lo": math.nan, "hi": math.nan,
+                "confidence": confidence, "verdict": "no difference"}
+    half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * s["std"] / math.sqrt(n)
+    lo, hi = s["mean"] - half, s["mean"] + half
+    verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no difference"
+    return {"mean": s["mean"], "std": s["std"], "lo": lo, "hi": hi, "n": n,
+            "confidence": confidence, "verdict": verdict}

@@ -1,0 +1,291 @@
+"""Paired, multi-seed comparisons of training objectives on Gaussian mixtures (exact ground truth).
+
+A *study* trains every objective ("arm") with every seed — same seed, same initial weights, same
+data and training noise across arms — then measures each model with the same sampling noise:
+
+- **quality** at several DDIM/DDPM step counts: exact excess cross-entropy
+  ``E_samples[−log p] − E_data[−log p]`` (nats; the mean, and the median companion that a few
+  far-off samples cannot dominate), MMD² against fresh data, and mode balance;
+- **error propagation** along one DDPM chain: the exact modular KL of each step, the cumulative
+  error (excess cross-entropy of the chain against the exact marginal at every grid point), and
+  SA's estimation gap *minus the exact denoiser's gap* — the part a model can change.
+
+The exact denoiser of the mixture is measured with the same noise, as the reference every model
+is compared with, and every metric has its data-vs-data floor. Per arm the seeds give mean ±
+spread; each arm is compared with the baseline by paired differences (:func:`errprop.stats.paired`).
+Results are cached per (arm, seed) and runs are resumable, so an interrupted study continues.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from . import config as config_mod
+from .builders import build_process, load_data, load_run
+from .checkpoint import atomic_write_text
+from .data.gmm import GaussianMixture
+from .diagnostics._util import KEY_DATA, default_dtype, draw_data
+from .diagnostics.cumulative import cumulative_error
+from .diagnostics.gap import estimation_gap
+from .diagnostics.modular import modular_error
+from .errors import ErrpropError
+from .generate import generate, step_options
+from .grids import make_grid
+from .metrics.mmd import mmd2
+from .stats import paired, summary
+from .train import train
+
+_REF_KEY, _FLOOR_KEY = 10_000, 20_000  # sample_n seeds of the reference and floor data sets
+_MMD_N = 1000
+
+
+@dataclass
+class Arm:
+    """One objective of a study: a name, a label for people, and its config overrides."""
+
+    name: str
+    label: str
+    overrides: list[str]
+
+
+@dataclass
+class Settings:
+    """What a study trains and measures (the same for every arm)."""
+
+    base: list[str]  # config overrides shared by every arm (data, model, train budget)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    sampling_steps: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
+    samplers: list[str] = field(default_factory=lambda: ["ddim", "ddpm"])
+    n: int = 2000  # samples per quality setting
+    diag_steps: int = 20  # DDPM steps of the error-propagation chain
+    n_diag: int = 1000
+
+    def key(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "seeds"}
+
+
+# --------------------------------------------------------------------------------- measuring
+def _nll(mixture, x: torch.Tensor) -> torch.Tensor:
+    return -mixture.log_prob(x.double())
+
+
+def quality(mixture, x: torch.Tensor, ref: torch.Tensor, ref_nll: torch.Tensor) -> dict:
+    """Exact quality metrics of samples ``x`` against a reference data set of the same size."""
+    nll = _nll(mixture, x)
+    finite = torch.isfinite(nll)
+    counts, off = mixture.mode_counts(x[finite]) if finite.all() else (None, int((~finite).sum()))
+    out = {"xent": float(nll.mean() - ref_nll.mean()),
+           "xent_median": float(nll.median() - ref_nll.median()),
+           # MMD² on the first 1000 pairs: its kernels are O(n²) and it only backs up the exact xent
+           "mmd2": float(mmd2(x[:_MMD_N].float(), ref[:_MMD_N].float())),
+           "outliers": float((nll > ref_nll.max()).double().mean())}
+    if counts is not None:
+        out["modes"] = float((counts / len(x) - mixture.weights).abs().max())
+        out["off_mode"] = off / len(x)
+    return out
+
+
+def measure(denoiser, process, mixture, settings: Settings, seed: int) -> dict:
+    """Quality and error-propagation measurements of one denoiser, with sampling noise ``seed``."""
+    n = settings.n
+    ref = mixture.sample_n(n, seed=seed + _REF_KEY)
+    ref_nll = _nll(mixture, ref)
+    res: dict = {"quality": {}}
+    for sampler in settings.samplers:
+        for k in settings.sampling_steps:
+            x = generate(denoiser, process, (mixture.dim,), n, seed=seed, sampler=sampler, steps=k,
+                         batch_size=n)
+            res["quality"][f"{sampler}-{k}"] = quality(mixture, x, ref, ref_nll)
+    sigmas = make_grid("uniform", process, settings.diag_steps)
+    opts = step_options("ddpm", settings.diag_steps, process)
+    m = settings.n_diag
+    mod = modular_error(denoiser, mixture, sigmas, step="ddpm", options=opts, n=m, seed=seed,
+                        process=process)
+    cum = cumulative_error(denoiser, process, mixture, sigmas, step="ddpm", options=opts, n=m,
+                           seed=seed, metrics=("xent",))
+    x0 = draw_data(mixture, m, seed, KEY_DATA, default_dtype(denoiser))
+    gap = estimation_gap(denoiser, process, x0, sigmas=sigmas, step="ddpm", options=opts, seed=seed)
+    res["modular_kl"] = mod["kl"]
+    res["modular_sigma"] = mod["sigma"]
+    res["cumulative_xent"] = cum["xent"]
+    res["cumulative_floor"] = cum["xent_floor"]
+    res["cumulative_sigma"] = cum["sigma"]
+    res["gap"] = gap["gap"]
+    return res
+
+
+def floors(mixture, settings: Settings, seed: int) -> dict:
+    """The data-vs-data value of every quality metric at the study's n (what a perfect model gets)."""
+    ref = mixture.sample_n(settings.n, seed=seed + _REF_KEY)
+    other = mixture.sample_n(settings.n, seed=seed + _FLOOR_KEY)
+    return quality(mixture, other, ref, _nll(mixture, ref))
+
+
+# --------------------------------------------------------------------------------- running
+def _train_arm(cfg, run: Path, progress: bool) -> None:
+    """Train ``run`` to ``cfg.train.steps``; continue an interrupted one; refuse a different run."""
+    ckpts = checkpoint.list_checkpoints(run)
+    if ckpts:
+        old = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
+        if old != config_mod.dump(cfg):
+            raise ErrpropError(f"{run} holds a run with another config; delete it or use another --out")
+        _, meta = checkpoint.load(run)
+        if meta["step"] >= cfg.train.steps:
+            return
+        train(cfg, run, resume=True, progress=progress)
+    else:
+        train(cfg, run, progress=progress)
+
+
+def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool = True,
+              log=print) -> dict:
+    """Train and measure every arm × seed into ``out`` and return the summary (also ``study.json``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if arms[0].name != "baseline":
+        raise ErrpropError("run_study: the first arm must be the baseline the others are paired with")
+    base_cfg = config_mod.load(overrides=settings.base)
+    mixture, process = load_data(base_cfg), build_process(base_cfg)
+    if not isinstance(mixture, GaussianMixture):
+        raise ErrpropError("a study needs Gaussian-mixture data (exact metrics); got "
+                           f"data.name {base_cfg.data.name!r}")
+    results: dict = {"exact": {}, "floor": {}}
+    times: dict = {}
+    for arm in arms:
+        results[arm.name] = {}
+        for seed in settings.seeds:
+            cfg = config_mod.load(overrides=settings.base + arm.overrides + [f"train.seed={seed}"])
+            run = out / "runs" / arm.name / f"seed{seed}"
+            cache = run / "study.json"
+            key = {"settings": settings.key(), "config": cfg.to_dict()}
+            if cache.is_file():
+                cached = json.loads(cache.read_text())
+                if cached.get("key") == key:
+                    results[arm.name][seed] = cached["result"]
+                    times.setdefault(arm.name, []).append(cached["train_seconds"])
+                    continue
+            log(f"[study] {arm.label}, seed {seed}: training {cfg.train.steps} steps → {run}")
+            t0 = time.perf_counter()
+            _train_arm(cfg, run, progress)
+            train_s = time.perf_counter() - t0
+            r = load_run(run)
+            res = measure(r.denoiser, r.process, mixture, settings, seed)
+            atomic_write_text(cache, json.dumps({"key": key, "result": res, "train_seconds": train_s}))
+            results[arm.name][seed] = res
+            times.setdefault(arm.name, []).append(train_s)
+    for seed in settings.seeds:
+        results["exact"][seed] = measure(mixture, process, mixture, settings, seed)
+        results["floor"][seed] = floors(mixture, settings, seed)
+    summary_ = summarize(results, arms, settings)
+    atomic_write_text(out / "study.json", json.dumps(
+        {"settings": vars(settings), "arms": [vars(a) for a in arms], "results": _jsonable(results),
+         "summary": _jsonable(summary_)}, indent=1))
+    # Wall-clock lives apart from the numbers, so that two runs of a study give identical study.json.
+    summary_["train_seconds"] = {a: summary(v) for a, v in times.items()}
+    atomic_write_text(out / "timing.json", json.dumps(summary_["train_seconds"], indent=1))
+    return {"results": results, "summary": summary_}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------------- summarising
+QUALITY = {"xent": "excess cross-entropy, mean (nats)",
+           "xent_median": "excess cross-entropy, median (nats)",
+           "mmd2": "MMD² to data"}
+
+
+def scalar_metrics(res: dict) -> dict[str, float]:
+    """The scalar, lower-is-better numbers of one measurement, by name."""
+    out = {}
+    for setting, q in res["quality"].items():
+        for m in QUALITY:
+            out[f"{m} {setting}"] = q[m]
+    out["modular KL, sum over steps"] = sum(v for v in res["modular_kl"] if v is not None
+                                            and math.isfinite(v))
+    cum = [v for v in res["cumulative_xent"] if v is not None and math.isfinite(v)]
+    out["cumulative error, mean over steps"] = sum(cum) / len(cum)
+    out["estimation gap, last step"] = res["gap"][-1]
+    return out
+
+
+def summarize(results: dict, arms: Sequence[Arm], settings: Settings) -> dict:
+    """Mean ± spread per arm and metric; paired differences against the baseline."""
+    seeds = settings.seeds
+    per = {a.name: [scalar_metrics(results[a.name][s]) for s in seeds] for a in arms}
+    exact = [scalar_metrics(results["exact"][s]) for s in seeds]
+    # The gap the model can change: the model's minus the exact denoiser's, per seed.
+    for name in per:
+        for row, ex in zip(per[name], exact):
+            row["estimation gap above exact, last step"] = (row["estimation gap, last step"]
+                                                            - ex["estimation gap, last step"])
+    metrics = list(per["baseline"][0])
+    out: dict = {"metrics": metrics, "arms": {}, "paired": {}, "exact": {}, "floor": {}}
+    for name, rows in per.items():
+        out["arms"][name] = {m: summary([r[m] for r in rows]) for m in metrics}
+    for m in metrics:
+        if m in exact[0]:
+            out["exact"][m] = summary([e[m] for e in exact])
+    for m in QUALITY:
+        for setting in results["exact"][seeds[0]]["quality"]:
+            out["floor"][f"{m} {setting}"] = summary([results["floor"][s][m] for s in seeds])
+    base = per["baseline"]
+    for a in arms[1:]:
+        out["paired"][a.name] = {m: paired([r[m] for r in per[a.name]], [r[m] for r in base])
+                                 for m in metrics}
+    return out
+
+
+def verdict(summary_: dict, arms: Sequence[Arm], settings: Settings) -> str:
+    """A short conclusion computed from the paired differences (one paragraph per arm)."""
+    n = len(settings.seeds)
+    conf = "95 %"
+    lines = []
+    quality_keys = [m for m in summary_["metrics"] if m.split(" ")[0] in QUALITY]
+    for a in arms[1:]:
+        p = summary_["paired"][a.name]
+        better = [m for m in quality_keys if p[m]["verdict"] == "lower"]
+        worse = [m for m in quality_keys if p[m]["verdict"] == "higher"]
+        same = len(quality_keys) - len(better) - len(worse)
+        if better and not worse:
+            head = f"{a.label} improves on the baseline"
+        elif worse and not better:
+            head = f"{a.label} is worse than the baseline"
+        elif better and worse:
+            head = f"{a.label} is mixed against the baseline"
+        else:
+            head = f"{a.label} shows no difference from the baseline that rises above seed noise"
+        text = (f"{head}: of {len(quality_keys)} sample-quality comparisons "
+                f"(metric × sampler × steps), {len(better)} better, {len(worse)} worse, {same} "
+                f"within noise ({conf} paired t-intervals over {n} seeds).")
+        for m, what in (("estimation gap above exact, last step", "its estimation gap above the "
+                         "exact denoiser's at the last step"),
+                        ("cumulative error, mean over steps", "its cumulative error (mean over the "
+                         "chain)"), ("modular KL, sum over steps", "its summed modular KL")):
+            d, b = p[m], summary_["arms"]["baseline"][m]["mean"]
+            word = {"lower": "lower", "higher": "higher", "no difference": "not different"}[d["verdict"]]
+            text += (f" {what[0].upper() + what[1:]} is {word} (Δ = {d['mean']:+.3g}, CI "
+                     f"[{d['lo']:+.3g}, {d['hi']:+.3g}]; baseline {b:.3g}).")
+        best = [m for m in better if m.startswith("xent ")]
+        if best:
+            text += f" Better excess cross-entropy at: {', '.join(m.split(' ', 1)[1] for m in best)}."
+        worst = [m for m in worse if m.startswith("xent ")]
+        if worst:
+            text += f" Worse excess cross-entropy at: {', '.join(m.split(' ', 1)[1] for m in worst)}."
+        lines.append(text)
+    return "\n".join(lines)

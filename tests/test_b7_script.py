@@ -1,0 +1,45 @@
+"""Cheap checks of benchmarks/b7_vs_diffusers.py's helpers (no training, no data)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("scipy")
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def b7():
+    path = ROOT / "benchmarks" / "b7_vs_diffusers.py"
+    spec = importlib.util.spec_from_file_location("b7_vs_diffusers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_stats_t_interval(b7):
+    r = b7.paired_stats([1.0, 2.0, 3.0], [2.0, 2.5, 4.5])
+    assert r["diffs"] == [-1.0, -0.5, -1.5]
+    assert r["diff_mean"] == pytest.approx(-1.0)
+    half = 4.302652729911275 * 0.5 / math.sqrt(3)  # t_{0.975, 2} · sd / √n
+    assert r["diff_ci95"] == pytest.approx([-1.0 - half, -1.0 + half])
+    assert b7.paired_stats([1.0], [2.0])["diff_ci95"] is None
+
+
+def test_refuses_a_folder_made_with_other_settings(b7, tmp_path):
+    b7.check_same(tmp_path, {"a": {"b": 1}, "d": "x"}, {"a": {"b": 1}, "d": "y"}, {"d"})
+    with pytest.raises(SystemExit, match="a.b: folder has 1, this run asks for 2"):
+        b7.check_same(tmp_path, {"a": {"b": 1}}, {"a": {"b": 2}})
+
+
+def test_batches_walk_shuffled_epochs(b7):
+    n = 300  # 128-batches over a 300-image set: step 2 crosses into epoch 1
+    rows = [b7._batch_rows(0, k, n) for k in range(3)]
+    first_epoch = [int(i) for r in rows for i in r][:n]
+    assert sorted(first_epoch) == list(range(n))
+    assert all((b7._batch_rows(0, k, n) == rows[k]).all() for k in range(3))
+    assert not (b7._batch_rows(1, 0, n) == rows[0]).all()
