@@ -136,3 +136,42 @@ def test_churn_draws_noise_and_callback_sees_every_step():
     assert nfe("heun", 8) == 15 and nfe("ddim", 8) == 8
     with pytest.raises(ErrpropError, match="unknown sampler"):
         get_step("dpm++")
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "leading"])
+def test_ddim_clip_sample_matches_diffusers(spacing):
+    """clip=1 is diffusers' clip_sample=True: x̂0 clamped, the ε direction left unclipped."""
+    net, process, n = _eps_net(), VPProcess(), 10
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True,
+                          set_alpha_to_one=True, timestep_spacing=spacing)
+    sched.set_timesteps(n)
+    z = 3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(1))  # far enough to clip
+    x = z.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(net(x, t.float().expand(16)), t, x, eta=0.0).prev_sample
+    sigmas = make_grid("uniform", process, n, spacing=spacing)
+    d = Denoiser(net, "eps", process)
+    ours = sample(d, z / process.scale(sigmas[0]).float(), sigmas, FixedNoise([]), "ddim", clip=1.0)
+    unclipped = sample(d, z / process.scale(sigmas[0]).float(), sigmas, FixedNoise([]), "ddim")
+    assert _rel(ours, x) < 1e-5
+    assert _rel(unclipped, x) > 1e-3  # the test data does reach the clip
+    assert ours.abs().max() <= 1.0
+
+
+def test_ddpm_clip_sample_matches_diffusers():
+    net, process, n = _eps_net(), VPProcess(), 20
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+    sched.set_timesteps(n)
+    z = 3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    x = z.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(net(x, t.float().expand(16)), t, x, generator=g).prev_sample
+    g2 = torch.Generator().manual_seed(2)
+    draws = [torch.randn(16, 4, generator=g2) for _ in range(n - 1)]
+    sigmas = make_grid("uniform", process, n, spacing="leading")
+    ours = sample(Denoiser(net, "eps", process), z / process.scale(sigmas[0]).float(), sigmas,
+                  FixedNoise(draws), "ddpm", process=process, clip=1.0)
+    assert _rel(ours, x) < 1e-5

@@ -77,3 +77,25 @@ def test_same_seed_same_weights_and_samples(tmp_path):
     other = train(config.load(overrides=FAST + ["train.steps=6", "train.seed=1"]), tmp_path / "c",
                   progress=False)
     assert not torch.equal(_weights(other.run)["model.out.2.weight"], a["model.out.2.weight"])
+
+
+def test_ema_warmup_is_diffusers_ema_model():
+    from diffusers.training_utils import EMAModel
+
+    from errprop.train import ema_decay
+
+    ema = EMAModel([torch.nn.Parameter(torch.zeros(1))], decay=0.999)
+    for k in range(200):
+        ema.optimization_step = k + 1  # diffusers counts the update being made
+        assert ema_decay(0.999, k) == pytest.approx(ema.get_decay(ema.optimization_step), abs=1e-12), k
+    assert ema_decay(0.999, 5000) == 0.999
+    assert ema_decay(0.999, 0, warmup=False) == 0.999
+
+
+def test_ema_warmup_forgets_the_initial_weights(tmp_path):
+    """With warm-up the EMA after one step is the trained weights (diffusers: decay 0 first)."""
+    run = train(config.load(overrides=FAST + ["train.steps=1", "train.ema_decay=0.999"]),
+                tmp_path / "w", progress=False).run
+    t = _weights(run)
+    for k in (k for k in t if k.startswith("model.")):
+        assert torch.equal(t[k], t["ema." + k[len("model."):]]), k

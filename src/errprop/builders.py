@@ -14,7 +14,7 @@ from .data.gmm import GaussianMixture
 from .denoisers import Denoiser
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
-from .process import Process, make_process
+from .process import Process, VEProcess, make_process
 
 MIXTURES = ("ring8", "grid25", "random")
 _DATA_KEY, _PERM_KEY, _FLIP_KEY = 0xDA7A, 0x9E4B, 0xF119
@@ -26,7 +26,7 @@ def build_process(cfg: Config) -> Process:
         return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end,
                             beta_scale=p.beta_scale, sigmoid_start=p.sigmoid_start,
                             sigmoid_end=p.sigmoid_end, sigmoid_tau=p.sigmoid_tau)
-    return make_process("ve", kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
+    return VEProcess(kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
 
 
 # ------------------------------------------------------------------------------------------ data

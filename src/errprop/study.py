@@ -251,10 +251,20 @@ def summarize(results: dict, arms: Sequence[Arm], settings: Settings) -> dict:
     return out
 
 
+CONFIDENCE = 0.95
+
+
+def _binom_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p)."""
+    from scipy.stats import binom
+
+    return float(binom.sf(k - 1, n, p)) if k > 0 else 1.0
+
+
 def verdict(summary_: dict, arms: Sequence[Arm], settings: Settings) -> str:
     """A short conclusion computed from the paired differences (one paragraph per arm)."""
     n = len(settings.seeds)
-    conf = "95 %"
+    conf = f"{100 * CONFIDENCE:.0f} %"
     lines = []
     quality_keys = [m for m in summary_["metrics"] if m.split(" ")[0] in QUALITY]
     for a in arms[1:]:
@@ -262,17 +272,24 @@ def verdict(summary_: dict, arms: Sequence[Arm], settings: Settings) -> str:
         better = [m for m in quality_keys if p[m]["verdict"] == "lower"]
         worse = [m for m in quality_keys if p[m]["verdict"] == "higher"]
         same = len(quality_keys) - len(better) - len(worse)
-        if better and not worse:
+        # With N comparisons at 95 %, about 2.5 % of them land on each side by chance alone: a
+        # direction counts only if its count is unlikely under that (binomial tail < 5 %).
+        chance = 0.5 * (1 - CONFIDENCE)
+        better_real = _binom_tail(len(better), len(quality_keys), chance) < 0.05
+        worse_real = _binom_tail(len(worse), len(quality_keys), chance) < 0.05
+        if better_real and not worse_real:
             head = f"{a.label} improves on the baseline"
-        elif worse and not better:
+        elif worse_real and not better_real:
             head = f"{a.label} is worse than the baseline"
-        elif better and worse:
+        elif better_real and worse_real:
             head = f"{a.label} is mixed against the baseline"
         else:
             head = f"{a.label} shows no difference from the baseline that rises above seed noise"
+        expected = chance * len(quality_keys)
         text = (f"{head}: of {len(quality_keys)} sample-quality comparisons "
                 f"(metric × sampler × steps), {len(better)} better, {len(worse)} worse, {same} "
-                f"within noise ({conf} paired t-intervals over {n} seeds).")
+                f"within noise ({conf} paired t-intervals over {n} seeds; chance alone puts about "
+                f"{expected:.1f} on each side).")
         for m, what in (("estimation gap above exact, last step", "its estimation gap above the "
                          "exact denoiser's at the last step"),
                         ("cumulative error, mean over steps", "its cumulative error (mean over the "
@@ -281,11 +298,9 @@ def verdict(summary_: dict, arms: Sequence[Arm], settings: Settings) -> str:
             word = {"lower": "lower", "higher": "higher", "no difference": "not different"}[d["verdict"]]
             text += (f" {what[0].upper() + what[1:]} is {word} (Δ = {d['mean']:+.3g}, CI "
                      f"[{d['lo']:+.3g}, {d['hi']:+.3g}]; baseline {b:.3g}).")
-        best = [m for m in better if m.startswith("xent ")]
-        if best:
-            text += f" Better excess cross-entropy at: {', '.join(m.split(' ', 1)[1] for m in best)}."
-        worst = [m for m in worse if m.startswith("xent ")]
-        if worst:
-            text += f" Worse excess cross-entropy at: {', '.join(m.split(' ', 1)[1] for m in worst)}."
+        for word, group in (("Better", better), ("Worse", worse)):
+            at = [m.split(" ", 1)[1] for m in group if m.startswith("xent_median ")]
+            if at:
+                text += f" {word} median excess cross-entropy at: {', '.join(at)}."
         lines.append(text)
     return "\n".join(lines)

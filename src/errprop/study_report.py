@@ -57,6 +57,8 @@ def _fmt_ci(p: dict) -> str:
 
 
 def _band(ax, x, rows: np.ndarray, label: str, color: str, style: str = "-") -> None:
+    keep = ~np.all(np.isnan(rows), axis=0)  # a step without a value (the last modular KL) is left out
+    x, rows = np.asarray(x)[keep], rows[:, keep]
     mean = np.nanmean(rows, axis=0)
     ax.plot(x, mean, style, color=color, label=label, marker="o", ms=3)
     if rows.shape[0] > 1:

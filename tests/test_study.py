@@ -1,0 +1,64 @@
+"""Studies: paired arms over seeds, cached and resumable, refusing to reuse a different run."""
+
+
+import pytest
+
+from errprop.data.gmm import GaussianMixture
+from errprop.errors import ErrpropError
+from errprop.study import Arm, Settings, quality, run_study, summarize
+
+BASE = ["data.name=ring8", "model.width=16", "model.depth=1", "train.batch_size=64",
+        "train.steps=20", "train.ckpt_every=20", "train.warmup=2"]
+TINY = dict(seeds=[0, 1], sampling_steps=[3], samplers=["ddim"], n=64, diag_steps=4, n_diag=32)
+
+
+def test_quality_of_data_itself_is_at_the_floor():
+    mix = GaussianMixture.ring8()
+    ref, x = mix.sample_n(4000, seed=1), mix.sample_n(4000, seed=2)
+    q = quality(mix, x, ref, -mix.log_prob(ref.double()))
+    assert abs(q["xent"]) < 0.05 and abs(q["xent_median"]) < 0.05
+    assert q["modes"] < 0.02 and q["off_mode"] < 0.01
+    far = quality(mix, x + 0.3, ref, -mix.log_prob(ref.double()))
+    assert far["xent"] > 1.0 and far["mmd2"] > 10 * max(q["mmd2"], 1e-4)
+
+
+def test_study_pairs_arms_by_seed_and_caches(tmp_path):
+    arms = [Arm("baseline", "base", []), Arm("same", "same again", [])]
+    s = Settings(base=BASE, **TINY)
+    r = run_study(tmp_path, arms, s, progress=False, log=lambda m: None)
+    p = r["summary"]["paired"]["same"]
+    # The same objective with the same seeds is the same model: every paired difference is 0.
+    assert all(v["mean"] == 0 and v["verdict"] == "no difference" for v in p.values())
+    assert (tmp_path / "study.json").is_file() and (tmp_path / "timing.json").is_file()
+    logs = []
+    run_study(tmp_path, arms, s, progress=False, log=logs.append)
+    assert logs == []  # nothing retrained or re-measured
+    with pytest.raises(ErrpropError, match="another config"):  # never silently reuse another run
+        (tmp_path / "runs" / "same" / "seed0" / "study.json").unlink()
+        run_study(tmp_path, [arms[0], Arm("same", "changed", ["train.lr=0.5"])], s, progress=False,
+                  log=lambda m: None)
+
+
+def test_summary_flags_a_real_difference():
+    """A synthetic arm that is worse by a constant on every seed is flagged 'higher'."""
+    def res(shift):
+        return {"quality": {"ddim-3": {"xent": 1 + shift, "xent_median": 0.5 + shift,
+                                       "mmd2": 0.1 + shift}},
+                "modular_kl": [0.1, None], "cumulative_xent": [0.2, 0.3], "gap": [0.0, 1.0]}
+    seeds = [0, 1, 2]
+    results = {"baseline": {s: res(0.01 * s) for s in seeds},
+               "worse": {s: res(0.01 * s + 0.5) for s in seeds},
+               "exact": {s: res(0.0) for s in seeds},
+               "floor": {s: {"xent": 0.0, "xent_median": 0.0, "mmd2": 0.0} for s in seeds}}
+    arms = [Arm("baseline", "b", []), Arm("worse", "w", [])]
+    out = summarize(results, arms, Settings(base=[], seeds=seeds))
+    assert out["paired"]["worse"]["xent ddim-3"]["verdict"] == "higher"
+    assert out["paired"]["worse"]["modular KL, sum over steps"]["verdict"] == "no difference"
+
+
+def test_study_needs_a_mixture_and_a_baseline_first(tmp_path):
+    with pytest.raises(ErrpropError, match="baseline"):
+        run_study(tmp_path, [Arm("x", "x", [])], Settings(base=BASE), progress=False)
+    with pytest.raises(ErrpropError, match="Gaussian-mixture"):
+        run_study(tmp_path, [Arm("baseline", "b", [])], Settings(base=["data.name=digits"]),
+                  progress=False)
