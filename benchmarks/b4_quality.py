@@ -24,7 +24,7 @@ from errprop import config
 from errprop.builders import load_run
 from errprop.compare import describe_loss
 from errprop.evaluate import evaluate
-from errprop.train import train
+from errprop.train import train_to_end
 
 ROOT = Path(__file__).parents[1]
 OBJECTIVES = {"baseline": "fashion_mnist.yaml", "sa2": "fashion_mnist_sa2.yaml",
@@ -69,10 +69,9 @@ def main() -> None:
         cfg = config.load(ROOT / "configs" / OBJECTIVES[name], over)
         run_dir = Path(a.runs) / name
         t0 = time.time()
-        if (run_dir / "checkpoints").is_dir():
-            train(cfg, run_dir, resume=True)
-        else:
-            train(cfg, run_dir)
+        # Before issue 9 this resumed whatever the folder held and scored the model even when
+        # training had been interrupted (returning early on SIGTERM): B4's EP numbers.
+        train_to_end(cfg, run_dir)
         train_s = time.time() - t0
         run = load_run(run_dir, device=device)
         batch = 2000 if "cuda" in device else 500

@@ -47,7 +47,7 @@ from b1_train_throughput import machine_info  # noqa: E402
 from errprop import checkpoint, config  # noqa: E402
 from errprop.builders import load_run  # noqa: E402
 from errprop.evaluate import _Scorer, evaluate  # noqa: E402
-from errprop.train import pick_device, train, use_bf16  # noqa: E402
+from errprop.train import pick_device, train_to_end, use_bf16  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "ddpm")
@@ -123,7 +123,7 @@ def train_errprop(a, seed: int, device: str) -> dict:
     say(f"[errprop s{seed}] {'resuming' if resume else 'training'} {run}: {a.steps} steps, "
         f"bf16 {use_bf16(cfg.train.precision, cfg.model.net, torch.device(device))}")
     t0 = time.time()
-    train(cfg, run, resume=resume, progress=False)
+    train_to_end(cfg, run, progress=False)  # raises if interrupted: never score a half-trained model
     record = {"train_seconds": round(time.time() - t0, 1), "resumed": resume,
               "bf16": use_bf16(cfg.train.precision, cfg.model.net, torch.device(device)),
               "device": device}

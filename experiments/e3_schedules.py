@@ -29,8 +29,8 @@ from errprop.builders import build_process, load_data, load_run
 from errprop.checkpoint import atomic_write_text
 from errprop.diagnostics.budget import compare_schedules
 from errprop.stats import paired, summary
-from errprop.study import _train_arm
 from errprop.study_report import provenance
+from errprop.train import train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"ring8": ["data.name=ring8"],
@@ -80,7 +80,7 @@ def main() -> None:
             got = json.loads(cache.read_text())["result"]
         else:
             print(f"[e3] seed {seed}: training {a.late} steps → {run}", flush=True)
-            _train_arm(cfg, run, progress=False)
+            train_to_end(cfg, run, progress=False)
             got = {}
             for when, step in (("early", a.early), ("late", a.late)):
                 r = load_run(checkpoint.checkpoint_path(run, step))

@@ -60,3 +60,26 @@ def test_eps_parameterization_is_ddpm():
 def test_unknown_parameterization():
     with pytest.raises(ErrpropError, match="parameterization"):
         Denoiser(torch.nn.Identity(), "score", VPProcess())
+
+
+def test_epsilon_scaling_divides_the_noise_estimate():
+    from errprop.denoisers import EpsilonScaled
+    from errprop.process import VPProcess
+
+    torch.manual_seed(0)
+    process = VPProcess()
+
+    class Net(torch.nn.Module):
+        def forward(self, x, c):
+            return x * 0.5 + 1  # ε̂ as a simple known function of the input
+
+    d = Denoiser(Net(), "eps", process)
+    x, sigma = torch.randn(4, 3), 2.0
+    eps = eps_from_denoised(x, d(x, sigma), torch.tensor(sigma))
+    es = EpsilonScaled(d, b=1.25)
+    assert torch.allclose(eps_from_denoised(x, es(x, sigma), torch.tensor(sigma)), eps / 1.25, atol=1e-6)
+    assert torch.allclose(EpsilonScaled(d, b=1.0)(x, sigma), d(x, sigma))
+    t = float(process.t(torch.tensor(sigma)))
+    lin = EpsilonScaled(d, b=1.0, k=0.001, process=process)
+    assert torch.allclose(eps_from_denoised(x, lin(x, sigma), torch.tensor(sigma)),
+                          eps / (1 + 0.001 * t), atol=1e-6)

@@ -88,7 +88,7 @@ def test_ema_warmup_is_diffusers_ema_model():
     for k in range(200):
         ema.optimization_step = k + 1  # diffusers counts the update being made
         assert ema_decay(0.999, k) == pytest.approx(ema.get_decay(ema.optimization_step), abs=1e-12), k
-    assert ema_decay(0.999, 5000) == 0.999
+    assert ema_decay(0.999, 10_000) == 0.999  # (1 + k)/(10 + k) reaches 0.999 at k ≈ 9,000
     assert ema_decay(0.999, 0, warmup=False) == 0.999
 
 
@@ -99,3 +99,39 @@ def test_ema_warmup_forgets_the_initial_weights(tmp_path):
     t = _weights(run)
     for k in (k for k in t if k.startswith("model.")):
         assert torch.equal(t[k], t["ema." + k[len("model."):]]), k
+
+
+def test_train_to_end_never_returns_a_half_trained_run(tmp_path, monkeypatch):
+    """SIGTERM (a job's time limit) stops `train` early *by design*; a script that then scores the
+    model would score a half-trained one, as B4 did with EP. `train_to_end` raises instead, keeps
+    the checkpoint, and a second call continues to the end."""
+    import os
+    import signal
+
+    from errprop import train as train_mod
+    from errprop.train import train_to_end
+
+    lr = train_mod._lr
+
+    def lr_then_sigterm(cfg, step):  # called once per step inside the loop
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return lr(cfg, step)
+
+    monkeypatch.setattr(train_mod, "_lr", lr_then_sigterm)
+    cfg = config.load(overrides=FAST + ["train.steps=50", "train.ckpt_every=1000"])
+    with pytest.raises(ErrpropError, match="interrupted at step 8 of 50"):
+        train_to_end(cfg, tmp_path / "r", progress=False)
+    assert checkpoint.load(tmp_path / "r")[1]["step"] == 8
+    monkeypatch.setattr(train_mod, "_lr", lr)
+    done = train_to_end(cfg, tmp_path / "r", progress=False)
+    assert done.step == 50 and not done.interrupted
+
+
+def test_train_to_end_refuses_a_folder_with_another_config(tmp_path):
+    from errprop.train import train_to_end
+
+    train_to_end(config.load(overrides=FAST + ["train.steps=3"]), tmp_path / "r", progress=False)
+    with pytest.raises(ErrpropError, match="another config"):
+        train_to_end(config.load(overrides=FAST + ["train.steps=3", "loss.name=sa"]), tmp_path / "r",
+                     progress=False)

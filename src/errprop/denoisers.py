@@ -85,3 +85,29 @@ class Denoiser(nn.Module):
 def eps_from_denoised(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """ε̂ = (x̂ − D)/σ, the noise estimate implied by a denoised estimate."""
     return (x - denoised) / _bcast(as_sigma(sigma, x), x)
+
+
+class EpsilonScaled(nn.Module):
+    """Epsilon scaling at sampling time (ADM-ES / EDM-ES, Ning et al., ICLR 2024; METHODS §8).
+
+    The network's noise estimate is divided by ``λ_t = k·t + b`` (t the process's timestep index;
+    k = 0 is the common choice, b slightly above 1): ``ε̂' = ε̂/λ_t``, i.e.
+    ``D'(x̂, σ) = x̂ − (x̂ − D(x̂, σ))/λ_t``. Training-free; b is found by a 1-D search per model and
+    step count. Wraps any denoiser.
+    """
+
+    def __init__(self, denoiser: nn.Module, b: float, k: float = 0.0, process: Process | None = None):
+        super().__init__()
+        if not b > 0:
+            raise ErrpropError(f"epsilon scaling: b must be > 0, got {b}")
+        if k != 0 and process is None:
+            raise ErrpropError("epsilon scaling with k ≠ 0 needs the process (for the timestep t)")
+        self.denoiser, self.b, self.k, self.process = denoiser, float(b), float(k), process
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        d = self.denoiser(x, sigma)
+        lam = torch.as_tensor(self.b, dtype=x.dtype, device=x.device)
+        if self.k:
+            t = self.process.t(as_sigma(sigma, x)).to(x.device, x.dtype)
+            lam = self.k * _bcast(t, x) + self.b
+        return x - (x - d) / lam

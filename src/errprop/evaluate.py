@@ -112,6 +112,11 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
     (the samples are drawn once and scored by each); write ``RUN/eval/<metric>.json`` and a plot of
     each metric against steps. Returns the result dict (a dict of them, by metric, for a list)."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
+    finished = run.step >= run.config.train.steps
+    if not finished:
+        print(f"warning: {run.path} is at step {run.step} of train.steps = {run.config.train.steps} "
+              "(an interrupted or unfinished run); its scores are marked finished: false",
+              file=sys.stderr)
     scorers = {m: _Scorer(run, m, n, seed, device, inception_weights) for m in metrics}
     sc = run.config.sample
     rows: dict[str, list] = {m: [] for m in metrics}
@@ -129,7 +134,8 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
     results = {}
     for m, scorer in scorers.items():
         result = {"metric": m, "n": n, "seed": seed, "floor": scorer.floor(),
-                  "floor_n": len(scorer.floor_set), "train_step": run.step, "grid": sc.grid,
+                  "floor_n": len(scorer.floor_set), "train_step": run.step, "finished": finished,
+                  "grid": sc.grid,
                   "results": rows[m], "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
         if m == "fd":
             result["classifier_test_accuracy"] = scorer.accuracy

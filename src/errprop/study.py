@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
 from . import config as config_mod
 from .builders import build_process, load_data, load_run
 from .checkpoint import atomic_write_text
@@ -41,7 +40,7 @@ from .generate import generate, step_options
 from .grids import make_grid
 from .metrics.mmd import mmd2
 from .stats import paired, summary
-from .train import train
+from .train import train_to_end
 
 _REF_KEY, _FLOOR_KEY = 10_000, 20_000  # sample_n seeds of the reference and floor data sets
 _MMD_N = 1000
@@ -130,21 +129,6 @@ def floors(mixture, settings: Settings, seed: int) -> dict:
 
 
 # --------------------------------------------------------------------------------- running
-def _train_arm(cfg, run: Path, progress: bool) -> None:
-    """Train ``run`` to ``cfg.train.steps``; continue an interrupted one; refuse a different run."""
-    ckpts = checkpoint.list_checkpoints(run)
-    if ckpts:
-        old = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
-        if old != config_mod.dump(cfg):
-            raise ErrpropError(f"{run} holds a run with another config; delete it or use another --out")
-        _, meta = checkpoint.load(run)
-        if meta["step"] >= cfg.train.steps:
-            return
-        train(cfg, run, resume=True, progress=progress)
-    else:
-        train(cfg, run, progress=progress)
-
-
 def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool = True,
               log=print) -> dict:
     """Train and measure every arm × seed into ``out`` and return the summary (also ``study.json``)."""
@@ -174,7 +158,7 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
                     continue
             log(f"[study] {arm.label}, seed {seed}: training {cfg.train.steps} steps → {run}")
             t0 = time.perf_counter()
-            _train_arm(cfg, run, progress)
+            train_to_end(cfg, run, progress)
             train_s = time.perf_counter() - t0
             r = load_run(run)
             res = measure(r.denoiser, r.process, mixture, settings, seed)

@@ -180,6 +180,32 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         ctx.close()
 
 
+def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainResult:
+    """Train ``run`` to ``cfg.train.steps`` for a script that measures the result afterwards.
+
+    A finished run with the same config is left as it is; an interrupted one is continued; a run
+    folder holding another config is an error (never silently reused). Unlike :func:`train`, an
+    interruption (SIGINT/SIGTERM, e.g. a job's time limit) raises :class:`ErrpropError` after the
+    checkpoint is saved, so that a half-trained model is never scored as if it were finished —
+    the cause of B4's EP numbers (docs/results/b4_quality.md).
+    """
+    run = Path(run)
+    if checkpoint.list_checkpoints(run):
+        old = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
+        if old != dump(cfg):
+            raise ErrpropError(f"{run} holds a run with another config; delete it or use another folder")
+        _, meta = checkpoint.load(run)
+        if meta["step"] >= cfg.train.steps:
+            return TrainResult(run, meta["step"], False, checkpoint.resolve(run))
+        result = train(cfg, run, resume=True, progress=progress)
+    else:
+        result = train(cfg, run, progress=progress)
+    if result.interrupted:
+        raise ErrpropError(f"training of {run} was interrupted at step {result.step} of "
+                           f"{cfg.train.steps} (checkpoint saved); run the same command again to continue")
+    return result
+
+
 def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context) -> TrainResult:
     tc, device = cfg.train, ctx.device
     if tc.batch_size % ctx.world:

@@ -125,3 +125,62 @@ def test_batch_too_small_and_wrong_process():
         CumulativeErrorLoss(p)(_den(p), torch.randn(3, 3), Noise.from_seed(0, 3))
     with pytest.raises(ErrpropError, match="discrete VP"):
         CumulativeErrorLoss(VEProcess())
+
+
+# --- The B4 "EP explosion" guard (issue 9): EP is the baseline plus λR, nothing else. -----------
+_UNET = ["model.channels=8", "model.channel_mult=[1,2]", "model.dropout=0.1", "train.batch_size=32",
+         "train.warmup=5", "train.log_every=1", "train.lr=1e-3", "train.ckpt_every=1000"]
+
+
+def _train_digits(tmp_path, name, overrides, steps):
+    from errprop import checkpoint, config
+    from errprop.train import train
+
+    cfg = config.load(overrides=["data.name=digits", "model.net=unet"] + _UNET
+                      + [f"train.steps={steps}"] + overrides)
+    train(cfg, tmp_path / name, progress=False)
+    return checkpoint.load(tmp_path / name)[0], tmp_path / name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ep_at_lambda_zero_trains_the_baseline_bit_for_bit(tmp_path, precision):
+    """The rollout (dropout on, bf16 autocast, its own noise draws and network calls) must leave
+    no trace when λ = 0: same weights and EMA as the baseline run, bit for bit. An EP run that
+    drifts from its baseline at small λ — as B4's did — fails here."""
+    pr = [f"train.precision={precision}"]
+    base, _ = _train_digits(tmp_path, "base", pr, 6)
+    ep, _ = _train_digits(tmp_path, "ep", pr + ["loss.name=ep", "loss.ep.lam=0.0"], 6)
+    for k in (k for k in base if k.startswith(("model.", "ema."))):
+        assert torch.equal(base[k], ep[k]), k
+
+
+@pytest.mark.slow
+def test_ep_at_the_code_balance_trains_images_without_blowing_up(tmp_path):
+    """λ = D (the released code's `mse_mean + 1·R`) on 8×8 digits, in bf16 as on a GPU: losses and
+    gradients stay finite, the base loss follows the baseline's, and samples (x̂0 clipped, the
+    default for images) spread like the baseline's. Unclipped, a model this short-trained gives DDIM
+    samples of magnitude ~100 — the baseline as much as EP — which is what FD ≈ 10⁵ looks like."""
+    import json
+
+    from errprop.builders import load_run, sample_clip
+    from errprop.generate import generate
+
+    pr = ["train.precision=bf16"]
+    _, base_dir = _train_digits(tmp_path, "base", pr, 150)
+    _, ep_dir = _train_digits(tmp_path, "ep", pr + ["loss.name=ep", "loss.ep.lam=64.0"], 150)
+
+    def rows(d):
+        return [json.loads(r) for r in (d / "metrics.jsonl").read_text().splitlines()]
+    b, e = rows(base_dir), rows(ep_dir)
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in e)
+    assert all(r["loss_ep"] > 0 for r in e)  # R is really there, at the code's weight
+    late_b = sum(r["loss_simple"] for r in b[-50:]) / 50
+    late_e = sum(r["loss_simple"] for r in e[-50:]) / 50
+    assert late_e < 1.5 * late_b, (late_e, late_b)
+    std = {}
+    for name, d in (("base", base_dir), ("ep", ep_dir)):
+        run = load_run(d)
+        x = generate(run.denoiser, run.process, run.shape, 200, sampler="ddim", steps=20,
+                     batch_size=200, clip=sample_clip(run.config))
+        std[name] = float(x.std())
+    assert 0.7 * std["base"] < std["ep"] < 1.4 * std["base"], std  # same noise: EP ≈ its baseline
