@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,6 +98,7 @@ def plot_quality(res: dict, arms: Sequence[Arm], settings: Settings, metric: str
         drawn += ex.ravel().tolist() + [floor]
         ax.set_xscale("log")
         ax.set_xticks(ks, [str(k) for k in ks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"{sampler.upper()} sampling steps")
         ax.set_ylabel(QUALITY[metric])
         _robust_ylim(ax, drawn)
@@ -165,6 +167,10 @@ def plot_propagation(res: dict, arms: Sequence[Arm], settings: Settings, path: P
             ax.axhline(0, color="k", lw=0.8, ls="--", label="exact denoiser")
         if key == "modular_kl" and np.nanmin(drawn) > 0:
             ax.set_yscale("log")
+        elif key == "cumulative_xent":
+            # The last points (σ → 0, a sharp density) are orders above the rest: linear near 0,
+            # logarithmic beyond, so both the early plateau and the final jump stay readable.
+            ax.set_yscale("symlog", linthresh=0.05)
         else:
             _robust_ylim(ax, drawn)
         ax.set_xlabel(xlabel)
@@ -194,6 +200,9 @@ def write_report(out: Path, study: dict, arms: Sequence[Arm], settings: Settings
              "entirely below / above 0 (lower is better for every metric).")
     rep.text(f"Command: `{command}`. Commit {prov['commit']}, {prov['machine']}, {prov['date']}. "
              f"Base config overrides: `{' '.join(settings.base)}`. {extra}")
+    seeds = ",".join(map(str, settings.seeds))
+    rep.table(["arm", "config overrides (on top of the base)", "run folders"],
+              [[a.label, " ".join(a.overrides) or "—", f"runs/{a.name}/seed{{{seeds}}}"] for a in arms])
     for metric in ("xent_median", "xent", "mmd2"):
         rep.heading(f"Sample quality: {QUALITY[metric]}")
         path = plot_quality(res, arms, settings, metric, out / f"quality_{metric}.png")
