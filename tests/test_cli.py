@@ -102,3 +102,12 @@ def test_each_objective_trains_end_to_end(tmp_path, cfg, component, capsys):
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and all({"loss", "loss_simple", component} <= r.keys() for r in rows)
     assert main(["sample", str(run), "--steps", "5", "--n", "20"]) == 0
+
+
+def test_python_dash_m_errprop_is_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "errprop", "demo", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "--quick" in out.stdout

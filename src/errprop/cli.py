@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the whole experiment on built-in data, with a report")
     d.add_argument("--out", help="run folder (default runs/demo-<time>)")
-    d.add_argument("--quick", action="store_true", help="a reduced run (about a minute)")
+    d.add_argument("--quick", action="store_true", help="a 20-second smoke run (numbers not meaningful)")
     d.set_defaults(fn=cmd_demo)
     return p
 

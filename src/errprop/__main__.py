@@ -1,0 +1,6 @@
+"""``python -m errprop``: the same as the ``errprop`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
