@@ -11,8 +11,8 @@ interruption: finished runs and measurements are reused).
     python experiments/e1_mixtures.py --data random16 --seeds 10
     python experiments/e1_mixtures.py --data ring8 --seeds 2 --quick   # smoke run
 
-Writes ``<out>/<data>/`` (runs, study.json, plots, report.md/.html) and copies the report and its
-plots to ``docs/results/e1_<data>/``.
+Writes ``<out>/<data>/`` (runs, study.json, plots, report.md/.html) and copies report.md, its
+plots and study.json to ``docs/results/e1_<data>/``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main() -> None:
     if not a.quick:
         docs = Path(a.docs) / f"e1_{a.data}"
         docs.mkdir(parents=True, exist_ok=True)
-        for f in [*out.glob("*.png"), report, out / "report.html", out / "study.json"]:
+        for f in [*out.glob("*.png"), report, out / "study.json"]:  # the HTML repeats the PNGs
             shutil.copy2(f, docs / f.name)
         print(f"copied to {docs}")
     print(report)
