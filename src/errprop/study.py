@@ -31,7 +31,7 @@ from . import config as config_mod
 from .builders import build_process, load_data, load_run
 from .checkpoint import atomic_write_text
 from .data.gmm import GaussianMixture
-from .diagnostics._util import KEY_DATA, default_dtype, draw_data
+from .diagnostics._util import KEY_DATA, default_dtype, draw_data, to_jsonable
 from .diagnostics.cumulative import cumulative_error
 from .diagnostics.gap import estimation_gap
 from .diagnostics.modular import modular_error
@@ -170,22 +170,12 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
         results["floor"][seed] = floors(mixture, settings, seed)
     summary_ = summarize(results, arms, settings)
     atomic_write_text(out / "study.json", json.dumps(
-        {"settings": vars(settings), "arms": [vars(a) for a in arms], "results": _jsonable(results),
-         "summary": _jsonable(summary_)}, indent=1))
+        {"settings": vars(settings), "arms": [vars(a) for a in arms], "results": to_jsonable(results),
+         "summary": to_jsonable(summary_)}, indent=1))
     # Wall-clock lives apart from the numbers, so that two runs of a study give identical study.json.
     summary_["train_seconds"] = {a: summary(v) for a, v in times.items()}
     atomic_write_text(out / "timing.json", json.dumps(summary_["train_seconds"], indent=1))
     return {"results": results, "summary": summary_}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # --------------------------------------------------------------------------------- summarising

@@ -4,6 +4,7 @@ and plots with bands over seeds, the exact denoiser and the floor."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 import subprocess
 import time
@@ -39,8 +40,6 @@ def provenance() -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    import os
-
     return {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
                        f"{torch.get_num_threads()} threads"}
