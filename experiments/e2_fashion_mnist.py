@@ -50,6 +50,7 @@ ARMS = {
     "ep": ("EP (L=5, λ=D=784)", ["loss.name=ep", "loss.ep.L=5", "loss.ep.lam=784.0"]),
     "ip": ("DDPM-IP (γ=0.1)", ["loss.input_perturbation=0.1"]),
 }
+ALL_ARMS = (*ARMS, "cm", "es")
 ES_B = (1.0, 1.002, 1.004, 1.006, 1.01)
 
 
@@ -81,7 +82,13 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / "e2"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default="",
+                   help="comma-separated arms (baseline,sa2,ep,ip,cm,es) to run in this process, so "
+                        "two processes can share the work; the report is written by a run without it")
     a = p.parse_args()
+    only = set(a.only.split(",")) if a.only else set(ALL_ARMS)
+    if not only <= set(ALL_ARMS):
+        p.error(f"--only: unknown arm(s) {sorted(only - set(ALL_ARMS))}; choose from {ALL_ARMS}")
     if a.quick:
         a.seeds, a.seeds_other, a.steps, a.channels, a.n, a.sampling_steps = 2, 1, 30, 8, 200, "5"
     device = str(pick_device(a.device))
@@ -114,15 +121,24 @@ def main() -> None:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, (_, overrides) in ARMS.items():
-        run_arm(name, overrides, seeds[name])
+        if name in only:
+            run_arm(name, overrides, seeds[name])
     # Compute-matched baseline: the steps the baseline makes in SA-2's wall-clock (seed 0 timings).
-    ratio = times["sa2"][0] / times["baseline"][0]
+    t0 = {arm: out / arm / "seed0" / "train_seconds.json" for arm in ("sa2", "baseline")}
+    if not all(f.is_file() for f in t0.values()):
+        sys.exit(f"[e2] stopping: the compute-matched arm needs {t0['sa2']} and {t0['baseline']} "
+                 "(run the baseline and sa2 arms first)")
+    ratio = json.loads(t0["sa2"].read_text()) / json.loads(t0["baseline"].read_text())
     cm_steps = int(round(a.steps * ratio))
     base_cm = [o for o in base if not o.startswith(("train.steps", "train.ckpt_every"))]
     base_cm += [f"train.steps={cm_steps}", f"train.ckpt_every={cm_steps}"]
     saved_base, base[:] = list(base), base_cm
-    run_arm("cm", [], a.seeds_other)
+    if "cm" in only:
+        run_arm("cm", [], a.seeds_other)
     base[:] = saved_base
+    if "es" not in only:
+        print(f"[e2] done: {sorted(only)}; rerun without --only to write the report", flush=True)
+        return
     # ε-scaling: b per (sampler, steps) from a search on seed-0's baseline with sample seed 99.
     best_b = {}
     for sampler in samplers:
@@ -147,6 +163,9 @@ def main() -> None:
                                b=b)["results"]
         first = fd["baseline"][seed]
         fd.setdefault("es", {})[seed] = {**first, "results": rows}
+    if only != set(ALL_ARMS):
+        print(f"[e2] done: {sorted(only)}; rerun without --only to write the report", flush=True)
+        return
     write(a, out, ks, samplers, fd, times, best_b, cm_steps, ratio)
 
 
