@@ -36,9 +36,9 @@ import torch
 from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import load_run
-from errprop.checkpoint import atomic_write_text
 from errprop.denoisers import EpsilonScaled
 from errprop.evaluate import evaluate
+from errprop.files import atomic_write_text
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
 from errprop.train import pick_device, train_to_end

@@ -26,8 +26,8 @@ import torch
 from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import build_process, load_data, load_run
-from errprop.checkpoint import atomic_write_text
 from errprop.diagnostics.budget import compare_schedules
+from errprop.files import atomic_write_text
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
 from errprop.train import train_to_end

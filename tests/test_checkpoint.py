@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from errprop import checkpoint
+from errprop import checkpoint, files
 from errprop.errors import ErrpropError
 
 
@@ -92,7 +92,7 @@ def test_writes_are_synced_to_disk(tmp_path, monkeypatch):
         synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
         real(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", spy)
+    monkeypatch.setattr(files.os, "fsync", spy)
     _save(tmp_path, 1)
     assert synced.count("file") == 2 and "dir" in synced  # both files, then the renames
 
@@ -120,3 +120,17 @@ def test_optimizer_state_mismatch_is_clear():
 def test_state_mismatch_is_clear():
     with pytest.raises(ErrpropError, match="does not fit the model"):
         checkpoint.load_state(torch.nn.Linear(2, 2), {"weight": torch.zeros(3, 3)}, "model weights")
+
+
+def test_a_safetensors_error_is_a_clear_error_and_keeps_the_previous(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    _save(tmp_path, 1)
+
+    def full(tensors, path):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(ErrpropError, match="could not write the checkpoint of step 2.*No space left"):
+        _save(tmp_path, 2)
+    assert checkpoint.load(tmp_path)[1]["step"] == 1

@@ -1,13 +1,17 @@
 """The ``errprop`` command end to end on the ring of 8."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from errprop.cli import main
+from errprop import checkpoint
+from errprop.cli import build_parser, main
 from errprop.data.gmm import GaussianMixture
 
 ROOT = Path(__file__).parents[1]
@@ -25,9 +29,9 @@ def test_sample_writes_npz_and_png_and_prints_path(small_run, capsys):
     argv = ["sample", str(small_run), "--sampler", "ddpm", "--steps", "5", "--n", "40", "--seed", "1"]
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == str(small_run / "samples" / "ddpm-5-1.npz")
+    assert last == str(small_run / "samples" / "ddpm-uniform-5-1.npz")
     assert np.load(last)["x"].shape == (40, 2)
-    assert (small_run / "samples" / "ddpm-5-1.png").stat().st_size > 1000
+    assert (small_run / "samples" / "ddpm-uniform-5-1.png").stat().st_size > 1000
 
 
 def test_same_seed_same_samples_whatever_batch_size(small_run, capsys):
@@ -59,9 +63,16 @@ def test_dry_run_prints_resolved_config(capsys):
     (["train", "--config", "missing.yaml"], "config file not found"),
     (["sample", "no/such/run"], "no run folder or checkpoint"),
     (["train", "--resume", "no/such/run"], "not a run folder"),
+    (["train", "--set", "sample.sigmas=[1.0, 2.0]", "--dry-run"], "strictly decreasing"),
+    (["train", "--set", "sample.steps=1001", "--set", "train.steps=1", "--out", "{tmp}/r"],
+     "at most 1000"),
+    (["train", "--out", "/dev/null/run", "--set", "train.steps=1"], "--out /dev/null/run"),
+    (["compare", "{tmp}/a", "--out", "/dev/null/cmp"], "--out /dev/null/cmp"),
+    (["demo", "--quick", "--out", "/dev/null/demo"], "--out /dev/null/demo"),
+    (["train", "--checkpoint", "3"], "go with --resume"),
 ])
-def test_user_errors_are_one_clear_line(argv, message, capsys):
-    assert main(argv) == 2
+def test_user_errors_are_one_clear_line(argv, message, capsys, tmp_path):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -111,3 +122,94 @@ def test_python_dash_m_errprop_is_the_cli():
     out = subprocess.run([sys.executable, "-m", "errprop", "demo", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--quick" in out.stdout
+
+
+def test_resume_refuses_to_change_what_the_run_learns_unless_asked(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run), *SMALL]) == 0
+    assert main(["train", "--resume", str(run), "--set", "loss.name=sa", "--set", "train.steps=35",
+                 "--no-progress"]) == 2
+    assert "loss.name" in capsys.readouterr().err and "name: simple" in (run / "config.yaml").read_text()
+    assert main(["train", "--resume", str(run), "--set", "loss.input_perturbation=0.1",
+                 "--set", "train.steps=35", "--allow-change", "--no-progress"]) == 0
+    change = json.loads((run / "changes.jsonl").read_text().splitlines()[-1])
+    assert change["resumed_at_step"] == 30
+    assert change["changed"]["loss.input_perturbation"] == [0.0, 0.1]
+    # train.steps alone (training on) needs no permission
+    assert main(["train", "--resume", str(run), "--set", "train.steps=40", "--no-progress"]) == 0
+
+
+def test_resume_from_a_chosen_checkpoint_sets_later_ones_aside(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run), *SMALL,
+            "--set", "train.ckpt_every=10"]
+    assert main(argv) == 0
+    ref = tmp_path / "ref"
+    assert main([*argv[:4], str(ref), *argv[5:]]) == 0
+    (run / "checkpoints" / "step-00000030.safetensors").write_bytes(b"broken")
+    assert main(["sample", str(run)]) == 2
+    assert "--checkpoint STEP" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--checkpoint", "20", "--no-progress"]) == 0
+    assert (run / "checkpoints" / "abandoned-00000020" / "step-00000030.json").is_file()
+    a, b = checkpoint.load(run)[0], checkpoint.load(ref)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run as one that never broke
+
+
+def test_sample_has_out_and_device(small_run, tmp_path, capsys):
+    assert main(["sample", str(small_run), "--steps", "3", "--n", "10", "--out", str(tmp_path / "s"),
+                 "--device", "cpu"]) == 0
+    assert Path(capsys.readouterr().out.strip().splitlines()[-1]).parent == tmp_path / "s"
+
+
+def test_evaluate_without_metric_fits_a_mixture_and_diagnose_prints_numbers(small_run, capsys):
+    assert main(["evaluate", str(small_run), "--steps", "5", "--n", "100", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "excess cross-entropy" in out and "mode share" in out
+    assert main(["diagnose", str(small_run), "--what", "modular,gap", "--sampler", "ddpm", "--steps", "5",
+                 "--n", "50", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"modular: model: summed modular KL \(nats\) \d", out)
+    assert re.search(r"gap: model: gap at the last step -?\d", out)
+
+
+def test_help_shows_defaults_and_every_option_says_what_it_does(capsys):
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"errprop {name} {action.option_strings or action.dest}: no help"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "(default: 10000)" in capsys.readouterr().out
+
+
+def test_quick_demo_is_described_the_same_in_readme_and_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "20-second smoke run" in helptext
+    assert "`errprop demo --quick` is a 20-second smoke run" in (ROOT / "README.md").read_text()
+
+
+def test_diagnose_checks_every_measurement_before_writing_any(small_run, capsys):
+    out = small_run / "diagnostics"
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    assert main(["diagnose", str(small_run), "--what", "gap,amplification", "--sampler", "ddim",
+                 "--steps", "5", "--n", "20", "--device", "cpu"]) == 2
+    assert "needs a Gaussian sampler step" in capsys.readouterr().err
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else []) == before
+
+
+def test_training_on_a_flat_image_folder_warns_that_evaluate_needs_test(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    assert main(["train", "--set", "data.name=folder", "--set", f"data.root={folder}",
+                 "--set", "model.net=unet", "--set", "model.channels=8", "--set", "model.channel_mult=[1]",
+                 "--set", "train.steps=1", "--set", "train.batch_size=4", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    assert "has no test/ sub-folder" in capsys.readouterr().err

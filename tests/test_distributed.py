@@ -168,3 +168,13 @@ def test_accelerate_launch_runs_unchanged(single, tmp_path):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=ENV)
     assert r.returncode == 0 and r.stdout.count("trained 12 steps") == 2, r.stdout + r.stderr[-3000:]
     assert _max_diff(single, tmp_path / "acc") < 1e-6
+
+
+def test_torchrun_without_out_makes_one_folder_named_by_rank_0(tmp_path):
+    """Each rank's clock could name another folder: rank 0 picks, every rank uses it, rank 0 prints."""
+    argv = _argv(2, "train", "--config", str(ROOT / "configs/gmm.yaml"), *SET, "--set", "train.steps=3")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    made = list((tmp_path / "runs").iterdir())
+    assert len(made) == 1 and checkpoint.load(made[0])[1]["step"] == 3
+    assert r.stdout.count("trained 3 steps") == 1

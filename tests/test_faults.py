@@ -221,3 +221,64 @@ def test_missing_truncated_or_misshapen_data_is_clear_and_writes_nothing(tmp_pat
     with pytest.raises(ErrpropError, match="'mlp' needs vector data"):
         train(_cfg(*img, "model.net=mlp"), run, progress=False)
     assert not run.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (needs root and mount; skipped where a test cannot mount)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    """Write until the file system is full."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def _snapshot(run: Path) -> dict:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.parent.name != "tb"}
+
+
+def test_a_full_disk_during_train_evaluate_and_diagnose_loses_nothing(small_disk, capsys):
+    from errprop.cli import main
+
+    run = small_disk / "run"
+    base = ["--set", "model.width=32", "--set", "model.depth=1", "--set", "train.ckpt_every=5",
+            "--no-progress"]
+    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run),
+                 "--set", "train.steps=10", *base]) == 0
+    assert main(["evaluate", str(run), "--metric", "modes", "--steps", "5", "--n", "100",
+                 "--device", "cpu"]) == 0
+    assert main(["diagnose", str(run), "--what", "gap", "--steps", "5", "--n", "50", "--device", "cpu"]) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    _fill(small_disk)
+    for argv in (["train", "--resume", str(run), "--set", "train.steps=20", *base],
+                 ["evaluate", str(run), "--metric", "modes", "--steps", "5,10", "--n", "100",
+                  "--device", "cpu"],
+                 ["diagnose", str(run), "--what", "gap", "--steps", "7", "--n", "50", "--device", "cpu"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("errprop: error:")]
+        assert code == 2 and len(lines) == 1, (argv[0], err[-2000:])
+        assert "No space left on device" in lines[0] and ".tmp" not in lines[0] and "Traceback" not in err
+        after = _snapshot(run)
+        for name, data in before.items():  # every earlier file is intact
+            if name != "metrics.jsonl":  # (its rows up to the checkpoint are kept, rewritten)
+                assert after.get(name) == data, f"{argv[0]} changed {name}"
+        assert not [n for n, d in after.items() if not d and n not in before], f"{argv[0]} left a 0-byte file"
+    assert checkpoint.load(run)[1]["step"] == 10

@@ -53,3 +53,33 @@ def test_custom_grid_validation():
             custom(bad)
     with pytest.raises(ErrpropError, match="unknown"):
         make_grid("cubic", VPProcess(), 5)
+
+
+@pytest.mark.parametrize("name", ["uniform", "quadratic", "edm", "exponential"])
+@pytest.mark.parametrize("n", [1, 2, 10, 50, 100, 500, 800])
+def test_every_grid_is_strictly_decreasing_and_ends_at_zero(name, n):
+    g = make_grid(name, VPProcess(), n)
+    assert len(g) == n + 1 and g[-1] == 0
+    assert torch.all(g[1:] < g[:-1]), f"{name} with {n} steps repeats a level"
+
+
+def test_quadratic_moves_ddim_repeats_up_and_keeps_the_rest():
+    p = VPProcess()
+    raw = (np.linspace(0, np.sqrt(0.8 * 1000), 100) ** 2).astype(int)
+    assert len(set(raw)) < 100  # DDIM's own rounding repeats timesteps at n = 100
+    t = p.t(quadratic_t(p, 100)[:-1]).round().long().flip(0).numpy()
+    assert len(set(t)) == 100 and t[-1] == raw[-1]
+    assert (t >= raw).all() and (t[raw > 40] == raw[raw > 40]).all()  # only the crowded start moves
+
+
+@pytest.mark.parametrize("name,spacing,limit", [("uniform", "trailing", 1000), ("uniform", "leading", 1000),
+                                               ("uniform", "linspace", 1000), ("quadratic", "trailing", 801)])
+def test_more_steps_than_the_process_allows_is_an_error_naming_the_maximum(name, spacing, limit):
+    make_grid(name, VPProcess(), limit, spacing=spacing)
+    with pytest.raises(ErrpropError, match=f"at most {limit}"):
+        make_grid(name, VPProcess(), limit + 1, spacing=spacing)
+
+
+def test_an_empty_sigma_range_is_an_error():
+    with pytest.raises(ErrpropError, match="σ_min < σ_max"):
+        make_grid("edm", VPProcess(), 10, sigma_min=5.0, sigma_max=1.0)

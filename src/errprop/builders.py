@@ -130,6 +130,21 @@ def sample_clip(cfg: Config) -> float | None:
     return cfg.sample.clip_sample_range if on else None
 
 
+def grid_options(cfg: Config) -> dict:
+    """The :func:`errprop.grids.make_grid` options of a config's ``sample`` section."""
+    sc = cfg.sample
+    return {"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas}
+
+
+def check_sampling(cfg: Config, process: Process, steps: list[int], grid: str | None = None) -> None:
+    """Build every grid a command will sample with, before any work: a grid that cannot be made
+    (e.g. more steps than the process has timesteps) is an error now, not after an hour of sampling."""
+    from .grids import make_grid
+
+    for k in steps:
+        make_grid(grid or cfg.sample.grid, process, k, **grid_options(cfg))
+
+
 def build_loss(cfg: Config, process: Process):
     """The training objective of a config (see :mod:`errprop.losses`)."""
     from .losses.simple import SimpleLoss

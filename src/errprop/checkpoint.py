@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import ErrpropError
+from .files import atomic_write, fsync_dir
 
 FORMAT = 1
 _NAME = re.compile(r"step-(\d+)\.json")
@@ -37,43 +36,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make renames and deletions in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on a folder; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` to a temporary beside ``path``, fsync it, rename it onto ``path``, sync the folder.
-
-    Readers see either the old file or the complete new one, never a part; on error the temporary
-    is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace the text file ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda p: p.write_text(text))
 
 
 def checkpoint_dir(run: Path) -> Path:
@@ -125,17 +87,32 @@ def save(run: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str,
         meta = {**meta, "format": FORMAT, "errprop_version": __version__, "step": step,
                 "tensors": st_path.name, "size": st_path.stat().st_size, "sha256": _sha256(st_path)}
         atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
         last = [p for p in list_checkpoints(run) if p != js_path]
         raise ErrpropError(
-            f"could not write the checkpoint of step {step} to {d}: {e.strerror or e}; "
+            f"could not write the checkpoint of step {step} to {d}: {getattr(e, 'strerror', None) or e}; "
             f"the last complete checkpoint is {last[-1] if last else 'none'}"
         ) from e
     for old in list_checkpoints(run)[:-keep_last]:
         old.unlink(missing_ok=True)  # the commit marker first: a half-pruned checkpoint is debris
         old.with_suffix(".safetensors").unlink(missing_ok=True)
-    _fsync_dir(d)
+    fsync_dir(d)
     return js_path
+
+
+def set_aside_after(run: Path, step: int) -> list[Path]:
+    """Move the checkpoints after ``step`` to ``checkpoints/abandoned-<step>/`` (a run resumed
+    from an earlier checkpoint would otherwise mix two histories); returns the moved JSON paths."""
+    later = [p for p in list_checkpoints(run) if _step_of(p) > step]
+    if later:
+        dest = checkpoint_dir(run) / f"abandoned-{step:08d}"
+        dest.mkdir(exist_ok=True)
+        for js in later:
+            for p in (js.with_suffix(".safetensors"), js):
+                if p.exists():
+                    p.rename(dest / p.name)
+        fsync_dir(checkpoint_dir(run))
+    return later
 
 
 def resolve(path: str | Path) -> Path:
@@ -185,7 +162,8 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if st.stat().st_size != meta["size"] or _sha256(st) != meta["sha256"]:
         raise ErrpropError(
             f"checkpoint {st} is corrupted or truncated (size/SHA-256 differ from {js.name}); "
-            f"use an earlier checkpoint from {js.parent}"
+            f"use an earlier checkpoint from {js.parent} (training: errprop train --resume RUN "
+            f"--checkpoint STEP)"
         )
     try:
         tensors = load_file(str(st))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,24 +35,96 @@ def _positive(text: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
+#: Config sections that define what a run learns: changing one on resume makes another run.
+_LOCKED = ("data", "process", "model", "loss")
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> dict[str, list]:
+    """``{"a.b": [old, new]}`` for every leaf that differs between two config dicts."""
+    out = {}
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out |= _changed(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out[f"{prefix}{k}"] = [a, b]
+    return out
+
+
+def _default_run_folder(stem: str, device: str) -> Path:
+    """``runs/<stem>-<time>``, chosen once by rank 0 and shared with every rank under torchrun
+    (each rank's own clock could name another folder)."""
+    name = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return name
+    import torch.distributed as dist
+
+    from .distributed import setup
+    from .train import pick_device
+
+    setup(pick_device(device))  # joins torchrun's group now; train() uses the same group
+    box = [str(name)]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .files import make_dir, write_text
     from .train import train
 
+    resume_from = None
     if args.resume:
         if args.config:
             raise ErrpropError("--resume takes its config from the run; use --set to change fields")
         run = Path(args.resume)
         if not (run / "config.yaml").is_file():
             raise ErrpropError(f"--resume {run}: not a run folder (no config.yaml)")
+        old = config_mod.load(run / "config.yaml")
         cfg = config_mod.load(run / "config.yaml", args.set)
+        changed = _changed(old.to_dict(), cfg.to_dict())
+        locked = {k: v for k, v in changed.items() if k.split(".")[0] in _LOCKED}
+        if locked and not args.allow_change:
+            raise ErrpropError(
+                f"--resume {run}: --set changes what the run learns ({', '.join(locked)}); that would "
+                "make another run under this one's name. Train a new run (--config … --out …), or "
+                "pass --allow-change to continue with the change recorded in the run's changes.jsonl")
+        if args.checkpoint:
+            resume_from = checkpoint.resolve(args.checkpoint if Path(args.checkpoint).exists()
+                                             else checkpoint.checkpoint_path(run, _step(args.checkpoint)))
     else:
+        if args.checkpoint or args.allow_change:
+            raise ErrpropError("--checkpoint and --allow-change go with --resume RUN")
         cfg = config_mod.load(args.config, args.set)
         stem = Path(args.config).stem if args.config else "run"
-        run = Path(args.out) if args.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = Path(args.out) if args.out else _default_run_folder(stem, cfg.train.device)
+        changed = {}
     if args.dry_run:
         print(config_mod.dump(cfg), end="")
         return 0
-    result = train(cfg, run, resume=bool(args.resume), progress=not args.no_progress)
+    if _is_main_rank():
+        make_dir(run, "--out" if not args.resume else "--resume")
+    try:
+        result = train(cfg, run, resume=bool(args.resume), progress=not args.no_progress,
+                       resume_from=resume_from)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():  # the group _default_run_folder joined
+            dist.destroy_process_group()
+    if changed and _is_main_rank():
+        import json
+
+        log = run / "changes.jsonl"
+        old_text = log.read_text() if log.is_file() else ""
+        write_text(log, old_text + json.dumps({"resumed_at_step": result.start, "changed": changed,
+                                               "date": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    if not _is_main_rank():
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at step {result.step}; checkpoint saved: {result.checkpoint}\n"
               f"continue with: errprop train --resume {run}", file=sys.stderr)
@@ -61,29 +134,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ErrpropError(f"--checkpoint {text!r}: neither a checkpoint file nor a step number") from None
+
+
 # ------------------------------------------------------------------------------------------ sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .builders import load_data, load_run, sample_clip
+    from .builders import check_sampling, grid_options, load_data, load_run, sample_clip
     from .data.gmm import GaussianMixture
+    from .files import make_dir, write_result
     from .generate import generate
     from .plots import save_samples_png
+    from .train import pick_device
 
-    run = load_run(args.run, ema=not args.raw)
+    device = pick_device(args.device)
+    run = load_run(args.run, ema=not args.raw, device=device)
     sc = run.config.sample
     sampler = args.sampler or sc.sampler
     steps = args.steps or sc.steps
     seed = sc.seed if args.seed is None else args.seed
     n = args.n or sc.n
     grid = args.grid or sc.grid
+    check_sampling(run.config, run.process, [steps], grid)
+    out = make_dir(Path(args.out) if args.out else Path(run.path) / "samples", "--out")
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
-                 grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True,
-                 grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
+                 grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True, device=device,
+                 grid_options=grid_options(run.config),
                  eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn,
                  clip=sample_clip(run.config))
-    out = Path(run.path) / "samples"
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{sampler}-{steps}-{seed}"
-    np.savez_compressed(out / f"{stem}.npz", x=x.numpy())
+    stem = f"{sampler}-{grid}-{steps}-{seed}{'-raw' if args.raw else ''}"
+    def save_npz(path: Path) -> None:
+        with open(path, "wb") as f:  # a file object: numpy would add ".npz" to the temporary's name
+            np.savez_compressed(f, x=x.numpy())
+
+    write_result(out / f"{stem}.npz", save_npz)
     data = load_data(run.config) if x.ndim == 2 and x.shape[1] == 2 else None
     ref = data.sample_n(len(x), seed=seed + 1) if isinstance(data, GaussianMixture) else None
     save_samples_png(x, out / f"{stem}.png", f"{sampler}, {steps} steps, step {run.step}", ref)
@@ -118,9 +205,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run, device=device)
     results = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
                        device, args.inception_weights)
-    for metric, result in results.items():
+    for result in results.values():
         print(format_table(result))
-        print(Path(run.path) / "eval" / f"{metric}.json")
+        print(result["file"])
     return 0
 
 
@@ -135,11 +222,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ diagnose
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
     import shlex
 
-    from .builders import load_data, load_run, sample_clip
+    from .builders import check_sampling, grid_options, load_data, load_run, sample_clip
     from .data.gmm import GaussianMixture
-    from .diagnostics.run import diagnose
+    from .diagnostics.run import diagnose, summarize
+    from .files import make_dir, write_text
     from .train import pick_device
 
     device = pick_device(args.device)
@@ -148,14 +237,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.oracle and not isinstance(data, GaussianMixture):
         raise ErrpropError("--oracle needs a Gaussian-mixture run (the exact denoiser is its oracle)")
     sc = run.config.sample
-    out = Path(run.path) / "diagnostics"
+    steps = args.steps or sc.steps
+    check_sampling(run.config, run.process, [steps], args.grid)
+    out = make_dir(Path(run.path) / "diagnostics", "diagnostics folder")
+    print(f"diagnose {run.path}: {args.what} ({args.sampler or sc.sampler}, {steps} steps, n = {args.n})",
+          file=sys.stderr)
     written = diagnose(run.denoiser, run.process, data, args.what, sampler=args.sampler or sc.sampler,
-                       steps=args.steps or sc.steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
+                       steps=steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
                        oracle=data if args.oracle else None, batch_size=args.batch_size,
                        options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn,
                                 "clip": sample_clip(run.config)},
-                       grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas})
-    (out / "command.txt").write_text(shlex.join(["errprop", *sys.argv[1:]]) + "\n")
+                       grid_options=grid_options(run.config))
+    write_text(out / "command.txt", shlex.join(["errprop", *sys.argv[1:]]) + "\n")
+    for name, path in written.items():
+        if name.endswith(".json"):
+            print(summarize(name[:-5], json.loads(path.read_text())))
     for path in written.values():
         print(path)
     return 0
@@ -164,17 +260,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ compare
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
+    from .files import make_dir
 
     out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(compare(args.runs, out))
+    print(compare(args.runs, make_dir(out, "--out")))
     return 0
 
 
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
+    from .files import make_dir
 
-    report = demo(Path(args.out) if args.out else None, quick=args.quick)
+    report = demo(make_dir(Path(args.out), "--out") if args.out else None, quick=args.quick)
     print(f"report: {report}")
     return 0
 
@@ -188,70 +286,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"errprop {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", help="YAML config (default: built-in defaults)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    t.add_argument("--out", help="run folder (default runs/<config>-<time>)")
-    t.add_argument("--resume", metavar="RUN", help="continue a run from its latest checkpoint")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    samplers = ("ddim", "ddpm", "euler", "heun")
+    grids = ("uniform", "quadratic", "edm", "exponential", "list")
+    t = command("train", "train a model from a YAML config (or continue one with --resume)")
+    t.add_argument("--config", help="YAML config; default: the built-in defaults (ring of 8)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.steps=2000 (repeatable)")
+    t.add_argument("--out", help="run folder; default: runs/<config>-<time>")
+    t.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
+    t.add_argument("--checkpoint", metavar="STEP|FILE",
+                   help="with --resume: continue from this checkpoint instead of the latest (later ones "
+                        "are moved to checkpoints/abandoned-<step>/)")
+    t.add_argument("--allow-change", action="store_true",
+                   help="with --resume: allow --set to change data, process, model or loss "
+                        "(recorded in the run's changes.jsonl)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s = command("sample", "draw samples from a trained run (an .npz and a picture)")
     s.add_argument("run", help="run folder or checkpoint")
-    s.add_argument("--sampler", choices=("ddim", "ddpm", "euler", "heun"))
-    s.add_argument("--steps", type=_positive)
-    s.add_argument("--n", type=_positive)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--batch-size", type=_positive)
-    s.add_argument("--grid", choices=("uniform", "quadratic", "edm", "exponential", "list"))
-    s.add_argument("--eta", type=float, help="DDIM η")
+    s.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
+    s.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
+    s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
+    s.add_argument("--seed", type=int, help="sample seed; default: the run's sample.seed")
+    s.add_argument("--batch-size", type=_positive, help="default: the run's sample.batch_size")
+    s.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
+    s.add_argument("--eta", type=float, help="DDIM η; default: the run's sample.eta")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--out", help="folder for the samples; default: RUN/samples")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.set_defaults(fn=cmd_sample)
 
-    e = sub.add_parser("evaluate", help="sample quality against sampling steps, with its floor")
+    e = command("evaluate", "sample quality against sampling steps, with its floor")
     e.add_argument("run", help="run folder or checkpoint")
-    e.add_argument("--steps", type=_steps_list, default=[10, 20, 50, 100], help="e.g. 10,20,50,100")
-    e.add_argument("--sampler", type=_samplers_list, default=["ddim"], help="e.g. ddim,ddpm")
-    e.add_argument("--metric", type=_metrics_list, default=["fd"],
-                   help="comma-separated: fd, mmd, swd, xent, modes, fid")
+    e.add_argument("--steps", type=_steps_list, default=[10, 20, 50, 100], help="comma-separated step counts")
+    e.add_argument("--sampler", type=_samplers_list, default=["ddim"], help="comma-separated samplers")
+    e.add_argument("--metric", type=_metrics_list, default=None,
+                   help="comma-separated: fd, mmd, swd, xent, modes, fid; default: xent,modes on a "
+                        "mixture, fd on images")
     e.add_argument("--n", type=_positive, default=10_000, help="samples per setting")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=_positive, default=500)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0, help="sample seed (the floor's data draw follows it)")
+    e.add_argument("--batch-size", type=_positive, default=500, help="samples per network batch")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--inception-weights", metavar="PATH", help="local Inception weights (metric fid)")
     e.set_defaults(fn=cmd_evaluate)
 
-    f = sub.add_parser("features", help="the feature classifier behind the fd metric")
-    f.add_argument("action", choices=("train",))
-    f.add_argument("--data", required=True, choices=("fashion-mnist", "digits", "mnist"))
-    f.add_argument("--root", help="folder holding the data set's files")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--device", default="auto")
+    f = command("features", "the feature classifier behind the fd metric")
+    f.add_argument("action", choices=("train",), help="train (or load) the classifier")
+    f.add_argument("--data", required=True, choices=("fashion-mnist", "digits", "mnist"), help="data set")
+    f.add_argument("--root", help="folder holding the data set's files; default: where setup put them")
+    f.add_argument("--seed", type=int, default=0, help="training seed")
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     f.set_defaults(fn=cmd_features)
 
-    g = sub.add_parser("diagnose", help="error propagation step by step")
+    g = command("diagnose", "error propagation step by step (prints the headline numbers)")
     g.add_argument("run", help="run folder or checkpoint")
     g.add_argument("--what", default="modular,cumulative,gap",
                    help="comma-separated: modular, cumulative, amplification, gap, budget")
-    g.add_argument("--sampler", choices=("ddim", "ddpm", "euler", "heun", "analytic"))
-    g.add_argument("--steps", type=_positive)
-    g.add_argument("--grid", choices=("uniform", "quadratic", "edm", "exponential", "list"))
-    g.add_argument("--n", type=_positive, default=1000)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--batch-size", type=_positive)
-    g.add_argument("--device", default="auto")
+    g.add_argument("--sampler", choices=(*samplers, "analytic"), help="default: the run's sample.sampler")
+    g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
+    g.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
+    g.add_argument("--n", type=_positive, default=1000, help="samples (chains)")
+    g.add_argument("--seed", type=int, default=0, help="sample seed")
+    g.add_argument("--batch-size", type=_positive, help="samples per network batch; default: all")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--oracle", action="store_true", help="also measure the exact mixture denoiser")
     g.set_defaults(fn=cmd_diagnose)
 
-    c = sub.add_parser("compare", help="one table and plots over several runs")
+    c = command("compare", "one table and plots over several runs, saying what is not like for like")
     c.add_argument("runs", nargs="+", help="run folders")
-    c.add_argument("--out", help="output folder (default runs/compare-<time>)")
+    c.add_argument("--out", help="output folder; default: runs/compare-<time>")
     c.set_defaults(fn=cmd_compare)
 
-    d = sub.add_parser("demo", help="the whole experiment on built-in data, with a report")
-    d.add_argument("--out", help="run folder (default runs/demo-<time>)")
-    d.add_argument("--quick", action="store_true", help="a 20-second smoke run (numbers not meaningful)")
+    d = command("demo", "the whole experiment on built-in data, with a report (≈ 5 min on 2 cores)")
+    d.add_argument("--out", help="output folder; default: runs/demo-<time>")
+    d.add_argument("--quick", action="store_true",
+                   help="a 20-second smoke run of every stage (its numbers are not meaningful)")
     d.set_defaults(fn=cmd_demo)
     return p
 
@@ -263,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except ErrpropError as e:
         print(f"errprop: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a vanished folder: one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"errprop: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("errprop: interrupted", file=sys.stderr)

@@ -294,6 +294,11 @@ def _cross_check(cfg: Config) -> None:
         raise ErrpropError(f"config: loss.name {cfg.loss.name!r} needs process.kind 'vp'")
     if cfg.sample.grid == "list" and not cfg.sample.sigmas:
         raise ErrpropError("config: sample.sigmas must list the σ levels when sample.grid is 'list'")
+    sig = cfg.sample.sigmas
+    if sig is not None and (not sig or any(v <= 0 for v in sig)
+                            or any(b >= a for a, b in zip(sig, sig[1:]))):
+        raise ErrpropError(f"config: sample.sigmas must be a strictly decreasing list of σ > 0 "
+                           f"(the final 0 is added), got {sig}")
     if not cfg.model.channel_mult or any(m < 1 for m in cfg.model.channel_mult):
         raise ErrpropError(f"config: model.channel_mult must be positive ints, got {cfg.model.channel_mult}")
 

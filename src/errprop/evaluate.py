@@ -20,6 +20,7 @@ metric     meaning
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -27,13 +28,17 @@ from pathlib import Path
 
 import torch
 
-from .builders import Run, load_data, sample_clip
+from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
+from .files import save_figure, write_json
 from .generate import generate
 from .samplers import nfe
 
 METRICS = ("fd", "mmd", "swd", "xent", "modes", "fid")
+LABELS = {"fd": "FD (classifier features)", "mmd": "MMD²", "swd": "sliced Wasserstein-2",
+          "xent": "excess cross-entropy, mean (nats)", "modes": "max |mode share − weight|",
+          "fid": "FID (Inception)"}
 MIXTURE_ONLY = ("xent", "modes")
 IMAGE_ONLY = ("fd", "fid")
 
@@ -73,45 +78,95 @@ class _Scorer:
             self.inception = load_inception(inception_weights, device)
             self.device = device
 
-    def __call__(self, x: torch.Tensor) -> float:
+    def __call__(self, x: torch.Tensor) -> dict:
+        """The score of ``x``: ``{"value": …}`` plus robust companions for ``xent``."""
         m = self.metric
         if m == "fd":
             from .metrics.frechet import frechet_distance
 
             s, r = self._stats(x), self.ref_stats
-            return float(frechet_distance(s.mean, s.cov, r.mean, r.cov))
+            return {"value": float(frechet_distance(s.mean, s.cov, r.mean, r.cov))}
         if m == "mmd":
             from .metrics.mmd import mmd2
 
             ref = self.ref[: len(x)] if self.mixture else self.ref[: min(len(self.ref), 5000)]
-            return float(mmd2(x.flatten(1), ref.flatten(1)))
+            return {"value": float(mmd2(x.flatten(1), ref.flatten(1)))}
         if m == "swd":
             from .metrics.swd import sliced_wasserstein
 
             k = min(len(x), len(self.ref))
             g = torch.Generator().manual_seed(0)
-            return float(sliced_wasserstein(x[:k].flatten(1), self.ref[:k].flatten(1), generator=g))
+            swd = sliced_wasserstein(x[:k].flatten(1), self.ref[:k].flatten(1), generator=g)
+            return {"value": float(swd)}
         if m == "xent":
+            from .metrics.xent import excess_cross_entropy
+
             log_p = self.data.log_prob
-            return float(log_p(self.ref.double()).mean() - log_p(x.double()).mean())
+            ex = excess_cross_entropy(-log_p(x.double()), -log_p(self.ref.double()))
+            return {"value": ex.pop("mean"), **ex}
         if m == "modes":
             counts, _ = self.data.mode_counts(x)
-            return float((counts / len(x) - self.data.weights).abs().max())
+            return {"value": float((counts / len(x) - self.data.weights).abs().max())}
         from .metrics.inception import inception_metrics
 
-        return float(inception_metrics(x, self.ref, device=self.device, model=self.inception)["fid"])
+        fid = inception_metrics(x, self.ref, device=self.device, model=self.inception)["fid"]
+        return {"value": float(fid)}
 
-    def floor(self) -> float:
+    def floor(self) -> dict:
         return self(self.floor_set)
 
 
-def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list[str] = "fd",
+def default_metrics(run: Run) -> list[str]:
+    """What ``evaluate`` scores when no metric is named: exact ``xent`` and ``modes`` on a mixture,
+    ``fd`` on images."""
+    return ["xent", "modes"] if run.config.data.name in MIXTURES else ["fd"]
+
+
+def settings_key(metric: str, n: int, seed: int, run: Run) -> str:
+    """The file stem of a result: the metric and every setting that changes its numbers apart from
+    sampler and steps (which are rows of the file). Results at other settings never overwrite it."""
+    sc = run.config.sample
+    grid = sc.grid
+    if grid == "uniform":
+        grid += f"-{sc.spacing}"
+    elif grid == "edm":
+        grid += f"-rho{sc.rho:g}"
+    elif grid == "list":
+        grid += "-" + hashlib.sha256(json.dumps(sc.sigmas).encode()).hexdigest()[:8]
+    return f"{metric}-n{n}-seed{seed}-{grid}-step{run.step}"
+
+
+def read_results(run_dir: str | Path) -> list[dict]:
+    """Every result ``evaluate`` wrote into a run, each with its ``file``; a file that cannot be
+    read (cut off by a crash of an older errprop) is an error naming it."""
+    out = []
+    for p in sorted((Path(run_dir) / "eval").glob("*.json")):
+        try:
+            res = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ErrpropError(f"{p} is not valid JSON (cut off?); delete it and rerun evaluate") from None
+        if not isinstance(res, dict) or not {"metric", "n", "results", "floor"} <= set(res):
+            raise ErrpropError(f"{p} is not an errprop evaluation result")
+        out.append({**res, "file": p.name})
+    return out
+
+
+def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list[str] | None = None,
              n: int = 10_000, seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
              inception_weights: str | None = None, progress: bool = True) -> dict:
     """Score ``n`` samples of ``run`` for every sampler × step count with one metric or several
-    (the samples are drawn once and scored by each); write ``RUN/eval/<metric>.json`` and a plot of
-    each metric against steps. Returns the result dict (a dict of them, by metric, for a list)."""
-    metrics = [metric] if isinstance(metric, str) else list(metric)
+    (the samples are drawn once and scored by each; default :func:`default_metrics`).
+
+    Results are written to ``RUN/eval/<metric>-n<n>-seed<seed>-<grid>-step<train step>.json``
+    (:func:`settings_key`) with a plot beside it: rows for other samplers or step counts at the
+    same settings are merged into the file, results at other settings go to their own file.
+    Returns the result dict (a dict of them, by metric, for a list or the default).
+    """
+    if metric is None:
+        metrics = default_metrics(run)
+    else:
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+    check_sampling(run.config, run.process, steps)  # every grid, before any sampling
     finished = run.step >= run.config.train.steps
     if not finished:
         print(f"warning: {run.path} is at step {run.step} of train.steps = {run.config.train.steps} "
@@ -124,24 +179,39 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
         for k in steps:
             x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=k,
                          grid=sc.grid, batch_size=batch_size, device=device, progress=progress,
-                         grid_options={"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas},
+                         grid_options=grid_options(run.config),
                          eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn,
                          clip=sample_clip(run.config))
             for m, scorer in scorers.items():
-                rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), "value": scorer(x)})
+                rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), **scorer(x)})
     out = Path(run.path) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for m, scorer in scorers.items():
-        result = {"metric": m, "n": n, "seed": seed, "floor": scorer.floor(),
-                  "floor_n": len(scorer.floor_set), "train_step": run.step, "finished": finished,
-                  "grid": sc.grid,
-                  "results": rows[m], "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+        floor = scorer.floor()
+        stem = settings_key(m, n, seed, run)
+        path = out / f"{stem}.json"
+        new = {(r["sampler"], r["steps"]) for r in rows[m]}
+        kept = []
+        if path.is_file():
+            try:
+                kept = [r for r in json.loads(path.read_text())["results"]
+                        if (r["sampler"], r["steps"]) not in new]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                kept = []  # an unreadable earlier file is replaced by this complete result
+        merged = sorted(kept + rows[m], key=lambda r: (r["sampler"], r["steps"]))
+        for r in merged:  # at or below the data-vs-data value: indistinguishable from data at this n
+            r["below_floor"] = r["value"] <= floor["value"]
+        result = {"metric": m, "n": n, "seed": seed, "floor": floor.pop("value"),
+                  "floor_n": len(scorer.floor_set),
+                  **{f"floor_{k}": v for k, v in floor.items()},
+                  "train_step": run.step, "finished": finished, "grid": sc.grid,
+                  "grid_options": grid_options(run.config), "clip": sample_clip(run.config),
+                  "results": merged, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
         if m == "fd":
             result["classifier_test_accuracy"] = scorer.accuracy
-        (out / f"{m}.json").write_text(json.dumps(result, indent=1))
-        plot_metric_vs_steps({Path(run.path).name: result}, out / f"{m}.png")
-        results[m] = result
+        write_json(path, result)
+        plot_metric_vs_steps({Path(run.path).name: result}, out / f"{stem}.png")
+        results[m] = {**result, "file": str(path)}
     return results[metric] if isinstance(metric, str) else results
 
 
@@ -162,19 +232,28 @@ def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
         ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs steps (thin lines: floor at the same n)")
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title("thin lines: floor (data vs data at the same n)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_table(result: dict) -> str:
-    """A plain-text table of one evaluation."""
+    """A plain-text table of one evaluation; ``*`` marks values at or below the floor."""
+    m = result["metric"]
     floor = f"floor {result['floor']:.4g} at n = {result['floor_n']}"
-    lines = [f"{result['metric']} (n = {result['n']}; {floor})",
-             f"{'sampler':8} {'steps':>6} {'NFE':>5} {'value':>12}"]
-    lines += [f"{r['sampler']:8} {r['steps']:6d} {r['nfe']:5d} {r['value']:12.5g}" for r in result["results"]]
+    extra = ("median", "trimmed", "outliers") if m == "xent" else ()
+    lines = [f"{LABELS.get(m, m)} (n = {result['n']}, seed {result['seed']}, train step "
+             f"{result['train_step']}; {floor})",
+             f"{'sampler':8} {'steps':>6} {'NFE':>5} {'value':>12}" + "".join(f" {e:>10}" for e in extra)]
+    for r in result["results"]:
+        mark = " *" if r.get("below_floor") else ""
+        lines.append(f"{r['sampler']:8} {r['steps']:6d} {r['nfe']:5d} {r['value']:12.5g}"
+                     + "".join(f" {r[e]:10.4g}" for e in extra) + mark)
+    if m == "xent":
+        lines.append("median/trimmed: robust companions of the mean (a few far-off samples dominate "
+                     "it); outliers: fraction less likely than every data point")
+    if any(r.get("below_floor") for r in result["results"]):
+        lines.append("* at or below the floor: indistinguishable from data at this n")
     return "\n".join(lines)

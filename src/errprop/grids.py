@@ -33,6 +33,9 @@ def uniform_t(process: Process, n: int, spacing: str = "trailing") -> torch.Tens
     """
     if isinstance(process, VPProcess):
         T = process.T
+        if n > T:
+            raise ErrpropError(f"sample.steps: {n} steps on a process with T = {T} timesteps; "
+                               f"the uniform grid allows at most {T}")
         if spacing == "trailing":
             ts = torch.arange(T, 0, -T / n, dtype=torch.float64).round() - 1
         elif spacing == "leading":
@@ -47,10 +50,22 @@ def uniform_t(process: Process, n: int, spacing: str = "trailing") -> torch.Tens
 
 
 def quadratic_t(process: Process, n: int) -> torch.Tensor:
-    """n timesteps quadratic in t (DDIM, Song et al. 2021: t_i ∝ i², up to 0.8 T on VP)."""
+    """n timesteps quadratic in t (DDIM, Song et al. 2021: t_i ∝ i², up to 0.8 T on VP).
+
+    On a discrete VP process DDIM's ``int(t_i)`` repeats the first timesteps once n is large
+    (1 repeat at n = 50, 4 at 100 for T = 1000), which would make zero-length steps; here each
+    repeat is moved to the next free timestep (t_i ≥ t_{i−1} + 1), so n ≤ ⌊0.8 T⌋ + 1.
+    """
     if isinstance(process, VPProcess):
-        ts = torch.linspace(0, math.sqrt(0.8 * process.T), n, dtype=torch.float64) ** 2
-        return _with_zero(process.sigmas[ts.long().flip(0)])
+        top = math.floor(0.8 * process.T)
+        if n > top + 1:
+            raise ErrpropError(f"sample.steps: {n} steps on a process with T = {process.T} "
+                               f"timesteps; the quadratic grid (up to 0.8 T) allows at most {top + 1}")
+        ts = (torch.linspace(0, math.sqrt(0.8 * process.T), n, dtype=torch.float64) ** 2).long()
+        ts = torch.minimum(ts, torch.tensor(top))
+        for i in range(1, n):  # push repeats up; the cap above leaves room for all of them
+            ts[i] = max(int(ts[i]), int(ts[i - 1]) + 1)
+        return _with_zero(process.sigmas[ts.flip(0)])
     t_min, t_max = float(process.t(process.sigma_min)), float(process.t(process.sigma_max))
     u = torch.linspace(1, 0, n, dtype=torch.float64) ** 2
     return _with_zero(process.sigma(t_min + u * (t_max - t_min)))
@@ -89,21 +104,33 @@ def make_grid(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
 ) -> torch.Tensor:
-    """The grid ``name`` with ``n`` steps for ``process`` (σ range defaults to the process's)."""
+    """The grid ``name`` with ``n`` steps for ``process`` (σ range defaults to the process's).
+
+    Every grid returned is strictly decreasing and ends at 0; one that cannot be (more steps than
+    the process has timesteps, an empty σ range) is an error naming the limit, never a grid with
+    zero-length steps.
+    """
     if name != "list" and n < 1:
         raise ErrpropError(f"sample.steps must be ≥ 1, got {n}")
     lo = process.sigma_min if sigma_min is None else sigma_min
     hi = process.sigma_max if sigma_max is None else sigma_max
+    if name in ("edm", "exponential") and not 0 < lo < hi:
+        raise ErrpropError(f"sample.grid {name}: need 0 < σ_min < σ_max, got {lo:g} and {hi:g}")
     if name == "uniform":
-        return uniform_t(process, n, spacing)
-    if name == "quadratic":
-        return quadratic_t(process, n)
-    if name == "edm":
-        return edm_rho(lo, hi, n, rho)
-    if name == "exponential":
-        return exponential(lo, hi, n)
-    if name == "list":
+        grid = uniform_t(process, n, spacing)
+    elif name == "quadratic":
+        grid = quadratic_t(process, n)
+    elif name == "edm":
+        grid = edm_rho(lo, hi, n, rho)
+    elif name == "exponential":
+        grid = exponential(lo, hi, n)
+    elif name == "list":
         if not sigmas:
             raise ErrpropError("sample.sigmas: grid 'list' needs sample.sigmas")
-        return custom(sigmas)
-    raise ErrpropError(f"sample.grid: unknown {name!r}; choose one of {GRIDS}")
+        grid = custom(sigmas)
+    else:
+        raise ErrpropError(f"sample.grid: unknown {name!r}; choose one of {GRIDS}")
+    if not (grid[1:] < grid[:-1]).all():  # a guard: the builders above should never get here
+        raise ErrpropError(f"sample.grid {name} with {n} steps is not strictly decreasing "
+                           f"({(grid[1:] >= grid[:-1]).sum().item()} repeated levels)")
+    return grid

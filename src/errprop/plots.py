@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .files import save_figure  # noqa: E402
+
 
 def image_grid(x: torch.Tensor, nrow: int | None = None) -> np.ndarray:
     """(N, C, H, W) in [−1, 1] → an (rows·H, nrow·W, C) uint8 mosaic with 1-pixel gaps."""
@@ -44,6 +46,4 @@ def save_samples_png(x: torch.Tensor, path: str | Path, title: str = "",
         ax.axis("off")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

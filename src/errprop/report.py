@@ -12,6 +12,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import write_text
+
 
 @dataclass
 class Report:
@@ -93,11 +95,8 @@ class Report:
 
     def write(self, folder: Path) -> Path:
         """Write ``report.md`` and ``report.html`` into ``folder``; returns the Markdown path."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.html").write_text(self.html(folder))
-        md = folder / "report.md"
-        md.write_text(self.markdown())
-        return md
+        write_text(folder / "report.html", self.html(folder))
+        return write_text(folder / "report.md", self.markdown())
 
 
 def _embed(path: str, folder: Path | None) -> str:

@@ -29,16 +29,17 @@ import torch
 
 from . import config as config_mod
 from .builders import build_process, load_data, load_run
-from .checkpoint import atomic_write_text
 from .data.gmm import GaussianMixture
 from .diagnostics._util import KEY_DATA, default_dtype, draw_data, to_jsonable
 from .diagnostics.cumulative import cumulative_error
 from .diagnostics.gap import estimation_gap
 from .diagnostics.modular import modular_error
 from .errors import ErrpropError
+from .files import atomic_write_text
 from .generate import generate, step_options
 from .grids import make_grid
 from .metrics.mmd import mmd2
+from .metrics.xent import excess_cross_entropy
 from .stats import paired, summary
 from .train import train_to_end
 
@@ -81,11 +82,11 @@ def quality(mixture, x: torch.Tensor, ref: torch.Tensor, ref_nll: torch.Tensor) 
     nll = _nll(mixture, x)
     finite = torch.isfinite(nll)
     counts, off = mixture.mode_counts(x[finite]) if finite.all() else (None, int((~finite).sum()))
-    out = {"xent": float(nll.mean() - ref_nll.mean()),
-           "xent_median": float(nll.median() - ref_nll.median()),
+    ex = excess_cross_entropy(nll, ref_nll)
+    out = {"xent": ex["mean"], "xent_median": ex["median"],
            # MMD² on the first 1000 pairs: its kernels are O(n²) and it only backs up the exact xent
            "mmd2": float(mmd2(x[:_MMD_N].float(), ref[:_MMD_N].float())),
-           "outliers": float((nll > ref_nll.max()).double().mean())}
+           "outliers": ex["outliers"]}
     if counts is not None:
         out["modes"] = float((counts / len(x) - mixture.weights).abs().max())
         out["off_mode"] = off / len(x)

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .files import save_figure  # noqa: E402
 from .report import Report  # noqa: E402
 from .study import QUALITY, Arm, Settings, verdict  # noqa: E402
 
@@ -105,9 +106,7 @@ def plot_quality(res: dict, arms: Sequence[Arm], settings: Settings, metric: str
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{QUALITY[metric]} against steps — mean over {len(seeds)} seeds, band = min–max")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_paired(summary_: dict, arms: Sequence[Arm], settings: Settings, metric: str, path: Path) -> Path:
@@ -129,9 +128,7 @@ def plot_paired(summary_: dict, arms: Sequence[Arm], settings: Settings, metric:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_propagation(res: dict, arms: Sequence[Arm], settings: Settings, path: Path) -> Path:
@@ -179,9 +176,7 @@ def plot_propagation(res: dict, arms: Sequence[Arm], settings: Settings, path: P
     fig.suptitle(f"Error propagation, DDPM {settings.diag_steps} steps, n = {settings.n_diag}, "
                  f"mean over {len(seeds)} seeds (band = min–max)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_report(out: Path, study: dict, arms: Sequence[Arm], settings: Settings, title: str,

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, distributed
-from .builders import build_denoiser, build_loss, build_process, build_source
+from . import checkpoint, distributed, files
+from .builders import build_denoiser, build_loss, build_process, build_source, check_sampling
 from .config import Config, dump
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
@@ -91,6 +91,7 @@ class TrainResult:
     step: int
     interrupted: bool
     checkpoint: Path | None
+    start: int = 0  #: the step training started from (0, or the resumed checkpoint's)
 
 
 class _StopFlag:
@@ -147,24 +148,36 @@ def ema_decay(decay: float, k: int, warmup: bool = True) -> float:
     return 0.0 if k == 0 else min(decay, (1 + k) / (10 + k))
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``; a line cut short by a crash (or any unreadable line) is
+    skipped, never an error — the checkpoints, not this log, are the record of a run."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the rows of ``metrics.jsonl`` up to ``step`` (a resumed run rewrites those after it,
     a fresh run starts empty); a line cut short by a crash is dropped. Replaced atomically."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            keep.append(line + "\n")
-    checkpoint.atomic_write_text(path, "".join(keep))
+    if path.is_file():
+        keep = [json.dumps(row) + "\n" for row in read_metrics(path) if row["step"] <= step]
+        files.atomic_write_text(path, "".join(keep))
 
 
-def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True,
+          resume_from: str | Path | None = None) -> TrainResult:
     """Train the model of ``cfg`` into the run folder ``run`` (continuing it if ``resume``).
+
+    ``resume_from`` resumes from that checkpoint of the run instead of the latest (e.g. when the
+    latest is corrupted); the later checkpoints are moved to ``checkpoints/abandoned-<step>/``,
+    never deleted.
 
     Returns when ``train.steps`` are done or after a SIGINT/SIGTERM, in both cases with a
     checkpoint saved. A non-finite loss or gradient norm raises :class:`ErrpropError` naming the
@@ -175,7 +188,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     run = Path(run)
     ctx = distributed.setup(pick_device(cfg.train.device))
     try:
-        return _train(cfg, run, resume, progress and ctx.main, ctx)
+        return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from)
     finally:
         ctx.close()
 
@@ -206,7 +219,8 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     return result
 
 
-def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context) -> TrainResult:
+def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context,
+           resume_from: str | Path | None = None) -> TrainResult:
     tc, device = cfg.train, ctx.device
     if tc.batch_size % ctx.world:
         raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {ctx.world} ranks")
@@ -217,6 +231,10 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
 
     source = build_source(cfg)
     process = build_process(cfg)
+    check_sampling(cfg, process, [cfg.sample.steps])  # a sampling config that cannot work fails now
+    if ctx.main and cfg.data.name == "folder" and not (Path(cfg.data.root) / "test").is_dir():
+        tqdm.write(f"warning: data.root {cfg.data.root} has no test/ sub-folder: training works, but "
+                   "`errprop evaluate` scores against held-out images and will need it", file=sys.stderr)
     _seed_torch(tc.seed, _INIT_KEY)  # the initial weights are a function of train.seed
     denoiser = build_denoiser(cfg, source.shape, process).to(device)
     loss_fn = build_loss(cfg, process)
@@ -227,12 +245,13 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
 
     start, skipped, saved = 0, 0, None
     if resume:
-        tensors, meta = checkpoint.load(run)
+        tensors, meta = checkpoint.load(resume_from or run)
         checkpoint.load_state(net, checkpoint.split(tensors, "model"), "model weights")
         if ema is not None:
             checkpoint.load_state(ema, checkpoint.split(tensors, "ema"), "EMA weights")
         checkpoint.load_optimizer(opt, tensors, meta.get("optim"))
-        start, skipped, saved = meta["step"], int(meta.get("skipped_nonfinite", 0)), checkpoint.resolve(run)
+        start, skipped = meta["step"], int(meta.get("skipped_nonfinite", 0))
+        saved = checkpoint.resolve(resume_from or run)
         if start > tc.steps:
             raise ErrpropError(f"{run} is at step {start}, past train.steps = {tc.steps}; "
                                f"to train on, raise it (e.g. --set train.steps={2 * start})")
@@ -241,8 +260,10 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
     ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
     if ctx.main:
         run.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(run / "config.yaml", dump(cfg))
+        files.atomic_write_text(run / "config.yaml", dump(cfg))
         _trim_metrics(run / "metrics.jsonl", start)  # rows past the checkpoint are rewritten
+        if resume_from is not None:
+            checkpoint.set_aside_after(run, start)
     denoiser.net = ctx.wrap(net)  # gradients averaged across ranks; `net` stays the bare module
 
     def commit(step: int) -> Path:
@@ -333,7 +354,7 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
         bar.close()
         if log is not None:
             log.close()
-    return TrainResult(run, step, interrupted, saved)
+    return TrainResult(run, step, interrupted, saved, start)
 
 
 class _Log:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..errors import ErrpropError  # noqa: E402
+from ..files import save_figure  # noqa: E402
 
 
 def choose_yscale(values: Sequence[float]) -> str:
@@ -76,6 +77,4 @@ def plot_steps(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

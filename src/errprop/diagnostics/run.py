@@ -23,7 +23,7 @@ what               measurement
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import torch
 from ..analytic_dpm import analytic_ddpm_step, gamma_table
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
+from ..files import write_json
 from ..generate import step_options
 from ..grids import exponential, make_grid
 from ..process import Process, VPProcess
@@ -256,17 +257,24 @@ def diagnose(
                 raise ErrpropError(
                     f"diagnose {w}: needs a Gaussian-mixture data set ({MIXTURE_ONLY[w]}); "
                     "on image data use modular, cumulative or gap")
+    if "amplification" in what and not (
+            setup.sampler == "analytic" or setup.gaussian(
+                setup.sampler, step_options(setup.sampler, setup.steps, process, **setup.user_options))):
+        raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
+                           f"with eta > 0, analytic) for the modular KL; got {setup.sampler!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _device(denoiser)
     written: dict[str, Path] = {}
     for w in what:
+        print(f"[diagnose] measuring {w}" + (" (model and exact denoiser)" if oracle is not None else ""),
+              file=sys.stderr, flush=True)
         runs = {"model": MEASURE[w](setup, denoiser, device)}
         if oracle is not None and w != "budget":  # the budget's E_S is already model vs exact
             runs["oracle"] = MEASURE[w](setup, oracle, device)
         result = {**setup.meta(w), **runs}
         path = out_dir / f"{w}.json"
-        path.write_text(json.dumps(to_jsonable(result), indent=1, allow_nan=False))
+        write_json(path, to_jsonable(result))
         lines, xlabel, ylabel = curves(w, runs)
         title = (f"{w}: {setup.sampler}, {setup.grid} grid, {setup.steps} steps, n = {n}, "
                  f"seed {seed}")
@@ -274,3 +282,32 @@ def diagnose(
         written[f"{w}.png"] = plot_steps(lines, out_dir / f"{w}.png", xlabel=xlabel, ylabel=ylabel,
                                          title=title, xscale="log" if w == "budget" else "linear")
     return written
+
+
+def summarize(what: str, result: dict) -> str:
+    """One line of the headline numbers of a measurement (``errprop diagnose`` prints it)."""
+
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    parts = []
+    for who in ("model", "oracle"):
+        r = result.get(who)
+        if r is None:
+            continue
+        if what == "modular":
+            key = "kl" if "kl" in r else "reducible"
+            unit = "summed modular KL (nats)" if key == "kl" else "summed reducible denoising excess"
+            text = f"{unit} {fmt(sum(v for v in r[key] if v is not None))}"
+        elif what == "cumulative":
+            text = "final step: " + ", ".join(
+                f"{m} {fmt(r[m][-1])} (floor {fmt(r[m + '_floor'][-1])})"
+                for m in ("xent", "kl", "mmd2", "swd") if m in r)
+        elif what == "gap":
+            text = f"gap at the last step {fmt(r['gap'][-1])} ± {fmt(r['gap_stderr'][-1])}"
+        elif what == "amplification":
+            text = f"μ = {fmt(r['mu'])} (90 % bootstrap {fmt(r['mu_q05'])}–{fmt(r['mu_q95'])})"
+        else:
+            text = "preferred grid: " + ", ".join(f"{k} {v}" for k, v in r["preferred"].items())
+        parts.append(f"{who}: {text}")
+    return f"{what}: " + "; ".join(parts)
