@@ -25,7 +25,8 @@ def build_process(cfg: Config) -> Process:
     if p.kind == "vp":
         return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end,
                             beta_scale=p.beta_scale, sigmoid_start=p.sigmoid_start,
-                            sigmoid_end=p.sigmoid_end, sigmoid_tau=p.sigmoid_tau)
+                            sigmoid_end=p.sigmoid_end, sigmoid_tau=p.sigmoid_tau,
+                            trained_betas=tuple(p.betas) if p.betas is not None else None)
     return VEProcess(kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
 
 
@@ -104,6 +105,10 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
         from .nets.mlp import MLP
 
         return MLP(shape[0], width=m.width, depth=m.depth, emb_dim=m.emb_dim, dropout=m.dropout)
+    if m.net == "diffusers":
+        from .diffusers_io import build_unet
+
+        return build_unet(m.diffusers_path, m.class_label, m.dropout)
     if len(shape) != 3:
         raise ErrpropError(f"model.net 'unet' needs image data (C, H, W), got samples of shape {shape}")
     from .nets.unet import UNet
@@ -118,12 +123,19 @@ def build_denoiser(cfg: Config, shape: tuple[int, ...], process: Process | None 
     return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data)
 
 
-def sample_clip(cfg: Config) -> float | None:
-    """The x̂0 clip range of a config's DDIM/DDPM sampling (None: no clipping).
+def sample_clip(cfg: Config):
+    """The x̂0 clip of a config's DDIM/DDPM sampling: a range, a dynamic threshold, or None.
+
+    ``sample.thresholding`` (diffusers' dynamic thresholding) replaces ``clip_sample``, as in
+    diffusers' schedulers.
 
     ``sample.clip_sample: null`` means on for image data (in [−1, 1], diffusers' default) and off
     for Gaussian mixtures, whose support is unbounded.
     """
+    if cfg.sample.thresholding:
+        from .samplers import DynamicThreshold
+
+        return DynamicThreshold(cfg.sample.dynamic_thresholding_ratio, cfg.sample.sample_max_value)
     on = cfg.sample.clip_sample
     if on is None:
         on = cfg.data.name not in MIXTURES
@@ -133,7 +145,7 @@ def sample_clip(cfg: Config) -> float | None:
 def grid_options(cfg: Config) -> dict:
     """The :func:`errprop.grids.make_grid` options of a config's ``sample`` section."""
     sc = cfg.sample
-    return {"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas}
+    return {"rho": sc.rho, "spacing": sc.spacing, "sigmas": sc.sigmas, "steps_offset": sc.steps_offset}
 
 
 def check_sampling(cfg: Config, process: Process, steps: list[int], grid: str | None = None) -> None:
@@ -175,11 +187,23 @@ class Run:
     denoiser: Denoiser
     step: int
     shape: tuple[int, ...]
+    source: str = "errprop"  #: or "diffusers" (a model folder loaded by errprop.diffusers_io)
 
 
-def load_run(path, ema: bool = True, device: str | torch.device = "cpu") -> Run:
-    """Load the latest checkpoint of a run folder (or a given checkpoint file)."""
+def load_run(path, ema: bool = True, device: str | torch.device = "cpu", class_label: int | None = None,
+             data: dict | None = None) -> Run:
+    """Load the latest checkpoint of a run folder (or a given checkpoint file), or a diffusers model
+    folder named ``diffusers:PATH`` (then ``class_label`` and ``data`` apply; see
+    :func:`errprop.diffusers_io.load_diffusers`)."""
     from pathlib import Path
+
+    from .diffusers_io import is_diffusers, load_diffusers
+
+    if is_diffusers(path):
+        return load_diffusers(path, device, class_label, data)
+    if data or class_label is not None:
+        raise ErrpropError("--data, --data-root and --class-label are for diffusers:PATH models; an errprop "
+                           "run knows its data and class")
 
     from . import checkpoint
     from .config import from_dict

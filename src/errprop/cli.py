@@ -34,6 +34,31 @@ def _positive(text: str) -> int:
     return v
 
 
+def _open_run(args: argparse.Namespace, device, ema: bool = True, needs_data: bool = False):
+    """The run (or ``diffusers:PATH`` model) a command names, with the model-source options."""
+    from .builders import load_run
+
+    data = None
+    if getattr(args, "data", None):
+        data = {"name": args.data, **({"root": args.data_root} if args.data_root else {})}
+    elif getattr(args, "data_root", None):
+        raise ErrpropError("--data-root goes with --data (e.g. --data folder --data-root DIR)")
+    run = load_run(args.run, ema=ema, device=device, class_label=args.class_label, data=data)
+    if needs_data and run.source == "diffusers" and data is None:
+        raise ErrpropError(f"{args.run}: a diffusers model names no data set to compare with; pass --data "
+                           "NAME (fashion-mnist, digits, mnist, cifar10, or folder with --data-root DIR)")
+    return run
+
+
+def _model_source_options(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("--class-label", type=int, metavar="K",
+                        help="diffusers:PATH class-conditional UNets: the class to sample")
+    if data:
+        parser.add_argument("--data", choices=("fashion-mnist", "digits", "mnist", "cifar10", "folder"),
+                            help="diffusers:PATH models: the data set to compare with")
+        parser.add_argument("--data-root", metavar="DIR", help="with --data: the folder holding its files")
+
+
 # ------------------------------------------------------------------------------------------ train
 #: Config sections that define what a run learns: changing one on resume makes another run.
 _LOCKED = ("data", "process", "model", "loss")
@@ -99,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.checkpoint or args.allow_change:
             raise ErrpropError("--checkpoint and --allow-change go with --resume RUN")
-        cfg = config_mod.load(args.config, args.set)
+        cfg = _init_config(args) if args.init else config_mod.load(args.config, args.set)
         stem = Path(args.config).stem if args.config else "run"
         run = Path(args.out) if args.out else _default_run_folder(stem, cfg.train.device)
         changed = {}
@@ -134,6 +159,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_config(args: argparse.Namespace):
+    """``--config`` (training: data, loss, optimiser) with the process, network and sampling
+    conventions of the ``--init diffusers:PATH`` model, then ``--set``."""
+    from .diffusers_io import config_from_diffusers, is_diffusers
+
+    if not is_diffusers(args.init):
+        raise ErrpropError(f"--init {args.init}: expected diffusers:PATH (a diffusers model folder)")
+    raw = config_mod.read_yaml(args.config) if args.config else {}
+    init = config_from_diffusers(args.init, args.class_label)
+    init.pop("_shape"), init.pop("data")
+    raw["process"] = init["process"]
+    raw["model"] = {**raw.get("model", {}), **init["model"]}
+    raw["sample"] = {**raw.get("sample", {}), **init["sample"]}
+    return config_mod.from_dict(config_mod.apply_overrides(raw, args.set))
+
+
 def _step(text: str) -> int:
     try:
         return int(text)
@@ -143,7 +184,7 @@ def _step(text: str) -> int:
 
 # ------------------------------------------------------------------------------------------ sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .builders import check_sampling, grid_options, load_data, load_run, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sample_clip
     from .data.gmm import GaussianMixture
     from .files import make_dir, write_result
     from .generate import generate
@@ -151,7 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = load_run(args.run, ema=not args.raw, device=device)
+    run = _open_run(args, device, ema=not args.raw)
     sc = run.config.sample
     sampler = args.sampler or sc.sampler
     steps = args.steps or sc.steps
@@ -159,6 +200,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n = args.n or sc.n
     grid = args.grid or sc.grid
     check_sampling(run.config, run.process, [steps], grid)
+    if args.out is None and run.source == "diffusers":
+        raise ErrpropError("sample: pass --out for a diffusers model (errprop does not write into its "
+                           "folder)")
     out = make_dir(Path(args.out) if args.out else Path(run.path) / "samples", "--out")
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
                  grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True, device=device,
@@ -197,12 +241,18 @@ def _metrics_list(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .builders import load_run
     from .evaluate import evaluate, format_table
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = load_run(args.run, device=device)
+    run = _open_run(args, device, needs_data=True)
+    if run.source == "diffusers":
+        if not args.out:
+            raise ErrpropError("evaluate: pass --out for a diffusers model (errprop does not write into its "
+                               "folder)")
+        from dataclasses import replace
+
+        run = replace(run, path=Path(args.out))
     results = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
                        device, args.inception_weights)
     for result in results.values():
@@ -225,14 +275,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
     import shlex
 
-    from .builders import check_sampling, grid_options, load_data, load_run, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sample_clip
     from .data.gmm import GaussianMixture
     from .diagnostics.run import diagnose, summarize
     from .files import make_dir, write_text
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = load_run(args.run, device=device)
+    run = _open_run(args, device, needs_data=True)
+    if run.source == "diffusers":
+        if not args.out:
+            raise ErrpropError("diagnose: pass --out for a diffusers model (errprop does not write into its "
+                               "folder)")
+        from dataclasses import replace
+
+        run = replace(run, path=Path(args.out))
     data = load_data(run.config, "train")
     if args.oracle and not isinstance(data, GaussianMixture):
         raise ErrpropError("--oracle needs a Gaussian-mixture run (the exact denoiser is its oracle)")
@@ -254,6 +311,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             print(summarize(name[:-5], json.loads(path.read_text())))
     for path in written.values():
         print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .diffusers_io import export_diffusers
+
+    print(export_diffusers(args.run, args.out, ema=not args.raw))
     return 0
 
 
@@ -297,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.steps=2000 (repeatable)")
     t.add_argument("--out", help="run folder; default: runs/<config>-<time>")
+    t.add_argument("--init", metavar="diffusers:PATH",
+                   help="fine-tune a diffusers UNet2DModel: its network, weights, β schedule, prediction "
+                        "type and sampling conventions; --config gives data, loss and optimiser")
+    t.add_argument("--class-label", type=int, metavar="K", help="with --init: the class of a "
+                   "class-conditional UNet")
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
     t.add_argument("--checkpoint", metavar="STEP|FILE",
                    help="with --resume: continue from this checkpoint instead of the latest (later ones "
@@ -309,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
 
     s = command("sample", "draw samples from a trained run (an .npz and a picture)")
-    s.add_argument("run", help="run folder or checkpoint")
+    s.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     s.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
     s.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
@@ -320,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--out", help="folder for the samples; default: RUN/samples")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _model_source_options(s, data=False)
     s.set_defaults(fn=cmd_sample)
 
     e = command("evaluate", "sample quality against sampling steps, with its floor")
-    e.add_argument("run", help="run folder or checkpoint")
+    e.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     e.add_argument("--steps", type=_steps_list, default=[10, 20, 50, 100], help="comma-separated step counts")
     e.add_argument("--sampler", type=_samplers_list, default=["ddim"], help="comma-separated samplers")
     e.add_argument("--metric", type=_metrics_list, default=None,
@@ -334,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive, default=500, help="samples per network batch")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--inception-weights", metavar="PATH", help="local Inception weights (metric fid)")
+    e.add_argument("--out", help="diffusers:PATH models: the folder for the results (RUN/eval/ otherwise)")
+    _model_source_options(e)
     e.set_defaults(fn=cmd_evaluate)
 
     f = command("features", "the feature classifier behind the fd metric")
@@ -345,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_features)
 
     g = command("diagnose", "error propagation step by step (prints the headline numbers)")
-    g.add_argument("run", help="run folder or checkpoint")
+    g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     g.add_argument("--what", default="modular,cumulative,gap",
                    help="comma-separated: modular, cumulative, amplification, gap, budget")
     g.add_argument("--sampler", choices=(*samplers, "analytic"), help="default: the run's sample.sampler")
@@ -356,7 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive, help="samples per network batch; default: all")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--oracle", action="store_true", help="also measure the exact mixture denoiser")
+    g.add_argument("--out", help="diffusers:PATH models: the folder for the results (RUN/diagnostics/ "
+                                 "otherwise)")
+    _model_source_options(g)
     g.set_defaults(fn=cmd_diagnose)
+
+    x = command("export", "write a run fine-tuned from a diffusers model back as a diffusers pipeline")
+    x.add_argument("run", help="run folder (trained with --init diffusers:PATH)")
+    x.add_argument("--to", choices=("diffusers",), required=True, help="the format")
+    x.add_argument("out", help="output folder (unet/, scheduler/, model_index.json)")
+    x.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    x.set_defaults(fn=cmd_export)
 
     c = command("compare", "one table and plots over several runs, saying what is not like for like")
     c.add_argument("runs", nargs="+", help="run folders")

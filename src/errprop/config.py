@@ -49,7 +49,10 @@ class ProcessConfig:
     kind: str = _f("vp", choices=("vp", "ve"))
     T: int = _f(1000, min=2)
     # sigmoid: diffusers' sigmoid on β; sigmoid_abar: EPDM's default, a sigmoid on ᾱ
-    schedule: str = _f("linear", choices=("linear", "cosine", "sigmoid", "sigmoid_abar"))
+    # scaled_linear: diffusers' (√β linear); trained: the list process.betas (diffusers' trained_betas)
+    schedule: str = _f("linear", choices=("linear", "scaled_linear", "cosine", "sigmoid", "sigmoid_abar",
+                                          "trained"))
+    betas: list[float] | None = _f(None)  # schedule 'trained' only
     beta_start: float = _f(1e-4, gt=0)
     beta_end: float = _f(0.02, gt=0)
     # epdm: beta_start, beta_end × 1000/T (EPDM's linear schedule); linear / sigmoid only
@@ -70,6 +73,14 @@ class ProcessConfig:
                 f"config: process.sigmoid_start < process.sigmoid_end required, "
                 f"got {self.sigmoid_start}, {self.sigmoid_end}"
             )
+        if (self.schedule == "trained") != (self.betas is not None):
+            raise ErrpropError("config: process.betas goes with process.schedule 'trained' "
+                               "(and only with it)")
+        bad = self.schedule == "trained" and not (len(self.betas) == self.T
+                                                  and all(0 < b < 1 for b in self.betas))
+        if bad:
+            raise ErrpropError(f"config: process.betas must hold T = {self.T} values in (0, 1), "
+                               f"got {len(self.betas)}")
         if self.beta_scale == "epdm":
             if self.schedule not in ("linear", "sigmoid"):
                 raise ErrpropError(
@@ -87,7 +98,10 @@ class ProcessConfig:
 class ModelConfig:
     """The network and how its output becomes a denoiser."""
 
-    net: str = _f("mlp", choices=("mlp", "unet"))
+    net: str = _f("mlp", choices=("mlp", "unet", "diffusers"))
+    # diffusers: a UNet2DModel folder (save_pretrained); its architecture and initial weights
+    diffusers_path: str | None = _f(None)
+    class_label: int | None = _f(None)  # diffusers class-conditional UNets: the class sampled
     parameterization: str = _f("eps", choices=("eps", "x0", "v", "edm"))
     sigma_data: float = _f(0.5, gt=0)
     width: int = _f(256, min=1)  # mlp
@@ -169,6 +183,7 @@ class SampleConfig:
     steps: int = _f(50, min=1)
     grid: str = _f("uniform", choices=("uniform", "quadratic", "edm", "exponential", "list"))
     spacing: str = _f("trailing", choices=("trailing", "leading", "linspace"))
+    steps_offset: int = _f(0, min=0)  # diffusers' steps_offset (added to 'leading' timesteps)
     rho: float = _f(7.0, gt=0)
     sigmas: list[float] | None = _f(None)  # grid 'list'
     eta: float = _f(0.0, min=0)  # ddim
@@ -178,6 +193,10 @@ class SampleConfig:
     # null (auto): on for image data (which lies in [−1, 1]), off for mixtures.
     clip_sample: bool | None = _f(None)
     clip_sample_range: float = _f(1.0, gt=0)
+    # diffusers' thresholding (Imagen's dynamic thresholding of x̂0; replaces clip_sample when on)
+    thresholding: bool = _f(False)
+    dynamic_thresholding_ratio: float = _f(0.995, gt=0)
+    sample_max_value: float = _f(1.0, gt=0)
     n: int = _f(1000, min=1)
     batch_size: int = _f(1000, min=1)
     seed: int = _f(0)

@@ -23,13 +23,14 @@ def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)])
 
 
-def uniform_t(process: Process, n: int, spacing: str = "trailing") -> torch.Tensor:
+def uniform_t(process: Process, n: int, spacing: str = "trailing", steps_offset: int = 0) -> torch.Tensor:
     """n timesteps evenly spaced in t.
 
     On a discrete VP process the spacings are diffusers' ``timestep_spacing``: ``trailing``
     (starts at t = T−1, the default: it covers the whole trained range), ``leading`` (DDIM's
     original ``range(0, T, T // n)``, which never reaches T−1) and ``linspace``.
-    On a VE process t is continuous and the three coincide.
+    On a VE process t is continuous and the three coincide. ``steps_offset`` is diffusers' (added to
+    the ``leading`` timesteps only, as its schedulers do).
     """
     if isinstance(process, VPProcess):
         T = process.T
@@ -39,7 +40,10 @@ def uniform_t(process: Process, n: int, spacing: str = "trailing") -> torch.Tens
         if spacing == "trailing":
             ts = torch.arange(T, 0, -T / n, dtype=torch.float64).round() - 1
         elif spacing == "leading":
-            ts = (torch.arange(n, dtype=torch.float64) * (T // n)).flip(0)
+            ts = (torch.arange(n, dtype=torch.float64) * (T // n)).flip(0) + steps_offset
+            if ts[0] > T - 1:
+                raise ErrpropError(f"sample.steps_offset {steps_offset} puts the first of {n} leading "
+                                   f"timesteps at {int(ts[0])}, past T − 1 = {T - 1}")
         elif spacing == "linspace":
             ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
         else:
@@ -103,6 +107,7 @@ def make_grid(
     sigmas: Sequence[float] | None = None,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
+    steps_offset: int = 0,
 ) -> torch.Tensor:
     """The grid ``name`` with ``n`` steps for ``process`` (σ range defaults to the process's).
 
@@ -117,7 +122,7 @@ def make_grid(
     if name in ("edm", "exponential") and not 0 < lo < hi:
         raise ErrpropError(f"sample.grid {name}: need 0 < σ_min < σ_max, got {lo:g} and {hi:g}")
     if name == "uniform":
-        grid = uniform_t(process, n, spacing)
+        grid = uniform_t(process, n, spacing, steps_offset)
     elif name == "quadratic":
         grid = quadratic_t(process, n)
     elif name == "edm":

@@ -13,16 +13,17 @@ VE: ``s ≡ 1`` with σ(t) = √t (Song et al.) or σ(t) = t (EDM).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .errors import ErrpropError
 
-BETA_SCHEDULES = ("linear", "cosine", "sigmoid", "sigmoid_abar")
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid", "sigmoid_abar", "trained")
 BETA_SCALES = ("none", "epdm")
 # Schedules whose β_t are built from (beta_start, beta_end); only these can be rescaled.
-_ENDPOINT_SCHEDULES = ("linear", "sigmoid")
+_ENDPOINT_SCHEDULES = ("linear", "scaled_linear", "sigmoid")
 
 
 def sigmoid_abar_schedule(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> torch.Tensor:
@@ -87,10 +88,13 @@ def beta_schedule(
     sigmoid_start: float = -3.0,
     sigmoid_end: float = 3.0,
     sigmoid_tau: float = 1.0,
+    betas: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """β_1..β_T (float64, length T) of a named schedule.
 
     - ``linear``: DDPM (Ho et al. 2020), ``linspace(beta_start, beta_end, T)``.
+    - ``scaled_linear``: diffusers' (Stable Diffusion's) ``linspace(√beta_start, √beta_end, T)²``.
+    - ``trained``: the given ``betas`` (diffusers' ``trained_betas``), length T, each in (0, 1).
     - ``cosine``: Nichol & Dhariwal 2021, ᾱ(t) = cos²((t/T + 0.008)/1.008 · π/2), β ≤ 0.999.
     - ``sigmoid``: diffusers' ``"sigmoid"``: ``sigmoid(linspace(-6, 6, T))`` mapped onto
       [beta_start, beta_end] — a sigmoid on **β**.
@@ -110,6 +114,12 @@ def beta_schedule(
             f"process.beta_scale {beta_scale!r} rescales beta_start/beta_end, which schedule {name!r} "
             f"does not use; it needs one of {_ENDPOINT_SCHEDULES}"
         )
+    if name == "trained":
+        b = torch.as_tensor(list(betas or []), dtype=torch.float64)
+        if b.shape != (T,) or not ((b > 0) & (b < 1)).all():
+            raise ErrpropError(f"process.schedule 'trained' needs process.betas: {T} values in (0, 1), "
+                               f"got {len(b)}")
+        return b
     if name in _ENDPOINT_SCHEDULES:
         lo, hi = scaled_betas(beta_start, beta_end, T, beta_scale)
         if not 0 < lo < hi < 1:
@@ -119,6 +129,8 @@ def beta_schedule(
             )
         if name == "linear":
             return torch.linspace(lo, hi, T, dtype=torch.float64)
+        if name == "scaled_linear":
+            return torch.linspace(lo**0.5, hi**0.5, T, dtype=torch.float64) ** 2
         u = torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64))
         return u * (hi - lo) + lo
     if name == "cosine":
@@ -169,6 +181,7 @@ class VPProcess(Process):
     sigmoid_start: float = -3.0  # sigmoid_abar only (EPDM's defaults)
     sigmoid_end: float = 3.0
     sigmoid_tau: float = 1.0
+    trained_betas: tuple[float, ...] | None = None  # schedule "trained" only
     discrete = True
 
     def __post_init__(self) -> None:
@@ -181,6 +194,7 @@ class VPProcess(Process):
         self.betas = beta_schedule(
             self.schedule, self.T, self.beta_start, self.beta_end, beta_scale=self.beta_scale,
             sigmoid_start=self.sigmoid_start, sigmoid_end=self.sigmoid_end, sigmoid_tau=self.sigmoid_tau,
+            betas=self.trained_betas,
         )
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()

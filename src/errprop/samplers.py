@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -29,13 +30,39 @@ Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 Callback = Callable[[dict], None]
 
 
-def _clip(denoised: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """diffusers' ``clip_sample``: the x̂0 estimate clamped to [−clip, clip] (None: unchanged)."""
-    return denoised if clip is None else denoised.clamp(-clip, clip)
+@dataclass(frozen=True)
+class DynamicThreshold:
+    """Dynamic thresholding of x̂0 (Saharia et al. 2022, Imagen; diffusers' ``thresholding=True``).
+
+    Per sample, s = the ``ratio`` quantile of |x̂0| clamped to [1, ``max_value``]; x̂0 is clamped to
+    [−s, s] and divided by s (so values beyond the data range are pulled in, not cut off).
+    """
+
+    ratio: float = 0.995
+    max_value: float = 1.0
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        flat = x0.reshape(len(x0), -1)
+        work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()  # quantile needs it
+        s = torch.quantile(work.abs(), self.ratio, dim=1).clamp(1, self.max_value)[:, None]
+        return (work.clamp(-s, s) / s).to(x0.dtype).reshape(x0.shape)
+
+
+Clip = float | DynamicThreshold | None
+
+
+def _clip(denoised: torch.Tensor, clip: Clip) -> torch.Tensor:
+    """diffusers' ``clip_sample`` (a range: x̂0 clamped to [−clip, clip]) or ``thresholding`` (a
+    :class:`DynamicThreshold`); None leaves x̂0 unchanged."""
+    if clip is None:
+        return denoised
+    if isinstance(clip, DynamicThreshold):
+        return clip(denoised)
+    return denoised.clamp(-clip, clip)
 
 
 def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0,
-              clip: float | None = None):
+              clip: Clip = None):
     """DDIM (Song et al. 2021, eq. 12) with stochasticity η ∈ [0, 1].
 
     ``clip`` clamps the x̂0 estimate as diffusers' ``clip_sample`` does; as in diffusers'
@@ -62,7 +89,7 @@ def ddpm_step(
     noise: Noise,
     variance: str = "small",
     process: Process | None = None,
-    clip: float | None = None,
+    clip: Clip = None,
 ):
     """DDPM ancestral step (Ho et al. 2020, eq. 6–7) with variance β̃_t (``small``) or β_t (``large``).
 

@@ -162,10 +162,12 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
             train_to_end(cfg, run, progress)
             train_s = time.perf_counter() - t0
             r = load_run(run)
+            log(f"[study] {arm.label}, seed {seed}: measuring quality and error propagation")
             res = measure(r.denoiser, r.process, mixture, settings, seed)
             atomic_write_text(cache, json.dumps({"key": key, "result": res, "train_seconds": train_s}))
             results[arm.name][seed] = res
             times.setdefault(arm.name, []).append(train_s)
+    log("[study] the exact denoiser: measuring (the reference every model is compared with)")
     for seed in settings.seeds:
         results["exact"][seed] = measure(mixture, process, mixture, settings, seed)
         results["floor"][seed] = floors(mixture, settings, seed)

@@ -296,8 +296,9 @@ def summarize(what: str, result: dict) -> str:
         if r is None:
             continue
         if what == "modular":
-            key = "kl" if "kl" in r else "reducible"
-            unit = "summed modular KL (nats)" if key == "kl" else "summed reducible denoising excess"
+            key = next(k for k in ("kl", "reducible", "excess") if k in r)
+            unit = {"kl": "summed modular KL (nats)", "reducible": "summed reducible denoising excess",
+                    "excess": "summed denoising excess (includes the irreducible part)"}[key]
             text = f"{unit} {fmt(sum(v for v in r[key] if v is not None))}"
         elif what == "cumulative":
             text = "final step: " + ", ".join(

@@ -1,0 +1,287 @@
+"""diffusers models as errprop models: load a ``UNet2DModel`` with its scheduler config, and export.
+
+A user's model is a folder written by ``save_pretrained``: a model folder (``config.json`` +
+weights, with ``scheduler_config.json`` beside it or in a sibling ``scheduler/``) or a pipeline
+folder (``model_index.json``, ``unet/``, ``scheduler/``; ``DDPMPipeline`` / ``DDIMPipeline``).
+:func:`load_diffusers` reads it without network access and returns an errprop
+:class:`~errprop.builders.Run` whose config says, in errprop's terms, everything the scheduler
+config says:
+
+===========================  ==================================================================
+diffusers                    errprop
+===========================  ==================================================================
+``prediction_type``          ``model.parameterization``: epsilon → eps, v_prediction → v,
+                             sample → x0
+betas (any ``beta_schedule``, ``process.schedule``: the named schedule when errprop's reproduces
+``trained_betas``)           the scheduler's betas to 1e-6, else ``trained`` with the betas
+``num_train_timesteps``      ``process.T``
+``timestep_spacing``,        ``sample.spacing``, ``sample.steps_offset``
+``steps_offset``
+``clip_sample(_range)``      ``sample.clip_sample``, ``sample.clip_sample_range``
+``thresholding`` & co.       ``sample.thresholding``, ``dynamic_thresholding_ratio``,
+                             ``sample_max_value``
+``variance_type`` (DDPM)     ``sample.variance``: fixed_small → small, fixed_large → large
+scheduler class              ``sample.sampler``: DDIMScheduler → ddim (η = 0), else ddpm
+===========================  ==================================================================
+
+Not reproduced: DDIM's ``set_alpha_to_one = False`` stops diffusers' last step at ᾱ_0 (σ ≈ 0.01
+for linear β) and returns that slightly noisy x; errprop's grids always end at σ = 0 (a warning
+says so). Learned variances, zero-terminal-SNR rescaling, Fourier (VE) time embeddings and
+text-conditioned ``UNet2DConditionModel`` are refused with a one-line error. Class-conditional
+UNets sample one class, ``model.class_label``.
+
+:func:`export_diffusers` writes a run whose network is a diffusers UNet (``train --init
+diffusers:PATH``) back as a pipeline folder that ``UNet2DModel.from_pretrained`` and the scheduler
+load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ErrpropError
+
+PREFIX = "diffusers:"
+PREDICTION = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+VARIANCE = {"fixed_small": "small", "fixed_small_log": "small", "fixed_large": "large",
+            "fixed_large_log": "large"}
+_NAMED = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine",
+          "sigmoid": "sigmoid"}
+
+
+def is_diffusers(path: object) -> bool:
+    """Whether a command-line model argument names a diffusers folder (``diffusers:PATH``)."""
+    return str(path).startswith(PREFIX)
+
+
+def _strip(path: object) -> Path:
+    text = str(path)
+    return Path(text[len(PREFIX):] if text.startswith(PREFIX) else text).expanduser()
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ErrpropError(f"diffusers: cannot read the {what} {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ErrpropError(f"diffusers: the {what} {path} is not a JSON object")
+    return data
+
+
+def locate(path: object) -> tuple[Path, Path]:
+    """(UNet folder, scheduler config file) of a model or pipeline folder, or a clear error."""
+    root = _strip(path)
+    if not root.is_dir():
+        raise ErrpropError(f"diffusers:{root}: not a folder")
+    if (root / "model_index.json").is_file():
+        unet = root / "unet"
+        if not (unet / "config.json").is_file():
+            index = _read_json(root / "model_index.json", "pipeline index")
+            raise ErrpropError(f"diffusers:{root}: a pipeline ({index.get('_class_name', '?')}) without a "
+                               "unet/ folder; errprop needs a UNet2DModel")
+        candidates = [root / "scheduler" / "scheduler_config.json"]
+    elif (root / "config.json").is_file():
+        unet = root
+        candidates = [root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json",
+                      root.parent / "scheduler" / "scheduler_config.json"]
+    else:
+        raise ErrpropError(f"diffusers:{root}: not a diffusers model folder (no model_index.json or "
+                           "config.json)")
+    cls = _read_json(unet / "config.json", "model config").get("_class_name")
+    if cls == "UNet2DConditionModel":
+        raise ErrpropError(f"diffusers:{root}: text-conditioned UNets (UNet2DConditionModel) are not "
+                           "supported; errprop measures unconditional and class-conditional UNet2DModel")
+    if cls != "UNet2DModel":
+        raise ErrpropError(f"diffusers:{root}: unsupported model class {cls!r}; errprop loads UNet2DModel")
+    sched = next((c for c in candidates if c.is_file()), None)
+    if sched is None:
+        raise ErrpropError(f"diffusers:{root}: no scheduler config (looked for "
+                           f"{', '.join(str(c) for c in candidates)}); save the scheduler beside the model")
+    return unet, sched
+
+
+def _scheduler(sched_file: Path):
+    """The scheduler config with diffusers' defaults filled in, its class name and its betas."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    raw = _read_json(sched_file, "scheduler config")
+    cls = raw.get("_class_name", "DDPMScheduler")
+    known = {"DDPMScheduler": DDPMScheduler, "DDIMScheduler": DDIMScheduler}
+    try:
+        sched = known.get(cls, DDPMScheduler).from_config(raw)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise ErrpropError(f"diffusers: scheduler config {sched_file}: {e}") from None
+    return dict(sched.config), cls, sched.betas.double()
+
+
+def _process_fields(sc: dict, betas: torch.Tensor) -> dict:
+    from .process import beta_schedule
+
+    if sc.get("rescale_betas_zero_snr"):
+        raise ErrpropError("diffusers: rescale_betas_zero_snr (zero terminal SNR) makes σ_max infinite; "
+                           "errprop's samplers start from a finite σ_max")
+    T = int(sc["num_train_timesteps"])
+    fields = {"kind": "vp", "T": T, "beta_start": float(sc["beta_start"]), "beta_end": float(sc["beta_end"])}
+    name = _NAMED.get(sc["beta_schedule"]) if sc.get("trained_betas") is None else None
+    if name is not None:
+        ours = beta_schedule(name, T, fields["beta_start"], fields["beta_end"])
+        if torch.allclose(ours, betas, rtol=1e-6, atol=1e-9):
+            return {**fields, "schedule": name}
+    return {**fields, "schedule": "trained", "betas": [float(b) for b in betas]}
+
+
+def config_from_diffusers(path: object, class_label: int | None = None) -> dict:
+    """The errprop config dict (sections process, model, sample) of a diffusers folder."""
+    unet, sched_file = locate(path)
+    ucfg = _read_json(unet / "config.json", "model config")
+    if ucfg.get("time_embedding_type", "positional") != "positional":
+        raise ErrpropError(f"diffusers: time_embedding_type {ucfg['time_embedding_type']!r} (a VE / "
+                           "score-SDE model) is not supported; errprop loads DDPM-style UNet2DModels")
+    sc, cls, betas = _scheduler(sched_file)
+    pred = sc.get("prediction_type", "epsilon")
+    if pred not in PREDICTION:
+        raise ErrpropError(f"diffusers: prediction_type {pred!r} is not supported; errprop handles "
+                           f"{', '.join(PREDICTION)}")
+    variance = sc.get("variance_type", "fixed_small")
+    if variance not in VARIANCE:
+        raise ErrpropError(f"diffusers: variance_type {variance!r} (a learned variance) is not supported; "
+                           f"errprop handles {', '.join(VARIANCE)}")
+    if sc.get("timestep_spacing", "leading") not in ("leading", "trailing", "linspace"):
+        raise ErrpropError(f"diffusers: timestep_spacing {sc['timestep_spacing']!r} is not supported")
+    if cls == "DDIMScheduler" and not sc.get("set_alpha_to_one", True):
+        print("warning: diffusers DDIM with set_alpha_to_one=False stops at ᾱ_0 (a slightly noisy "
+              "sample); errprop's grids end at σ = 0", file=sys.stderr)
+    if ucfg.get("num_class_embeds") and class_label is None:
+        raise ErrpropError(f"diffusers: a class-conditional UNet ({ucfg['num_class_embeds']} classes): pass "
+                           "--class-label K")
+    size = ucfg.get("sample_size")
+    size = size[0] if isinstance(size, list | tuple) else size
+    return {
+        "process": _process_fields(sc, betas),
+        "model": {"net": "diffusers", "diffusers_path": str(unet.resolve()), "class_label": class_label,
+                  "parameterization": PREDICTION[pred]},
+        "sample": {"sampler": "ddim" if cls == "DDIMScheduler" else "ddpm", "grid": "uniform",
+                   "spacing": sc.get("timestep_spacing", "leading"),
+                   "steps_offset": int(sc.get("steps_offset", 0)),
+                   "clip_sample": bool(sc.get("clip_sample", True)),
+                   "clip_sample_range": float(sc.get("clip_sample_range", 1.0)),
+                   "thresholding": bool(sc.get("thresholding", False)),
+                   "dynamic_thresholding_ratio": float(sc.get("dynamic_thresholding_ratio", 0.995)),
+                   "sample_max_value": float(sc.get("sample_max_value", 1.0)),
+                   "variance": VARIANCE[variance]},
+        "data": {"name": "folder", "image_size": int(size or 28)},
+        "_shape": [int(ucfg.get("in_channels", 3)), int(size or 28), int(size or 28)],
+    }
+
+
+class DiffusersUNet(nn.Module):
+    """A ``UNet2DModel`` as an errprop network ``net(x_t, t) -> output`` (the timestep index as a
+    float, which diffusers' sinusoidal embedding takes as it is)."""
+
+    def __init__(self, unet: nn.Module, class_label: int | None = None) -> None:
+        super().__init__()
+        self.unet, self.class_label = unet, class_label
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        labels = None
+        if self.class_label is not None:
+            labels = torch.full((len(x),), self.class_label, device=x.device, dtype=torch.long)
+        return self.unet(x, t.to(x.dtype), class_labels=labels).sample
+
+
+def build_unet(path: str | None, class_label: int | None = None, dropout: float | None = None) -> nn.Module:
+    """The :class:`DiffusersUNet` of a UNet folder with its saved weights (architecture and init)."""
+    from diffusers import UNet2DModel
+
+    if not path:
+        raise ErrpropError("model.net 'diffusers' needs model.diffusers_path (a UNet2DModel folder)")
+    unet_dir, _ = locate(path) if (Path(path) / "model_index.json").is_file() else (Path(path), None)
+    if not (unet_dir / "config.json").is_file():
+        raise ErrpropError(f"model.diffusers_path {unet_dir}: the diffusers UNet folder is missing (this "
+                           "run's architecture comes from it)")
+    try:
+        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError) as e:
+        raise ErrpropError(f"diffusers: cannot load the UNet in {unet_dir}: {e}") from None
+    return DiffusersUNet(unet, class_label)
+
+
+def load_diffusers(path: object, device: str | torch.device = "cpu", class_label: int | None = None,
+                   data: dict | None = None):
+    """A diffusers model folder as an errprop :class:`~errprop.builders.Run` (no network access).
+
+    ``data`` (e.g. ``{"name": "fashion-mnist"}`` or ``{"name": "folder", "root": DIR}``) is the data
+    set that ``evaluate`` and ``diagnose`` compare against; a diffusers folder does not name one.
+    """
+    from .builders import Run, build_process
+    from .config import from_dict
+    from .denoisers import Denoiser
+
+    raw = config_from_diffusers(path, class_label)
+    shape = tuple(raw.pop("_shape"))
+    if data:
+        raw["data"] = {**raw["data"], **data}
+    cfg = from_dict({**raw, "train": {"steps": 1}})
+    process = build_process(cfg)
+    net = build_unet(cfg.model.diffusers_path, class_label)
+    denoiser = Denoiser(net, cfg.model.parameterization, process).to(device).eval()
+    return Run(_strip(path), cfg, process, denoiser, 1, shape, source="diffusers")
+
+
+def export_diffusers(run_dir: object, out: object, ema: bool = True) -> Path:
+    """Write a run trained from a diffusers UNet as a ``DDPMPipeline`` folder (``unet/``,
+    ``scheduler/``, ``model_index.json``) with the run's EMA (or raw) weights; returns ``out``."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from .builders import load_run
+    from .files import make_dir, write_json
+
+    run = load_run(run_dir, ema=ema)
+    cfg = run.config
+    if cfg.model.net != "diffusers":
+        raise ErrpropError(f"export: {run_dir} has an errprop {cfg.model.net!r} network; only runs started "
+                           "from a diffusers model (train --init diffusers:PATH) export to diffusers")
+    if cfg.process.kind != "vp":
+        raise ErrpropError("export: only VP (DDPM) processes have a diffusers scheduler")
+    out = make_dir(_strip(out), "--to diffusers")
+    inverse = {v: k for k, v in PREDICTION.items()}
+    p, sc = cfg.process, cfg.sample
+    schedule = {v: k for k, v in _NAMED.items()}.get(p.schedule)
+    if schedule is None and p.schedule != "trained":
+        raise ErrpropError(f"export: β schedule {p.schedule!r} has no diffusers name; retrain with a "
+                           "diffusers schedule")
+    kwargs = {"num_train_timesteps": p.T, "beta_start": p.beta_start, "beta_end": p.beta_end,
+              "beta_schedule": schedule or "linear",
+              "trained_betas": list(p.betas) if p.schedule == "trained" else None,
+              "prediction_type": inverse[cfg.model.parameterization],
+              "clip_sample": bool(sc.clip_sample) if sc.clip_sample is not None else True,
+              "clip_sample_range": sc.clip_sample_range, "thresholding": sc.thresholding,
+              "dynamic_thresholding_ratio": sc.dynamic_thresholding_ratio,
+              "sample_max_value": sc.sample_max_value, "timestep_spacing": sc.spacing,
+              "steps_offset": sc.steps_offset}
+    if sc.sampler == "ddim":
+        scheduler = DDIMScheduler(**kwargs)
+    else:
+        scheduler = DDPMScheduler(**kwargs, variance_type={"small": "fixed_small", "large": "fixed_large"}[
+            sc.variance])
+    try:
+        run.denoiser.net.unet.save_pretrained(str(out / "unet"))
+        scheduler.save_pretrained(str(out / "scheduler"))
+    except OSError as e:
+        raise ErrpropError(f"export: cannot write {out}: {e.strerror or e}") from None
+    write_json(out / "model_index.json", {"_class_name": "DDPMPipeline", "_diffusers_version": _version(),
+                                          "scheduler": ["diffusers", type(scheduler).__name__],
+                                          "unet": ["diffusers", "UNet2DModel"]})
+    return out
+
+
+def _version() -> str:
+    import diffusers
+
+    return diffusers.__version__

@@ -1,0 +1,210 @@
+"""diffusers models in errprop: small random UNet2DModels saved and loaded back (no download)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from safetensors.torch import load_file
+
+from errprop import checkpoint
+from errprop.builders import load_run, sample_clip
+from errprop.cli import main
+from errprop.diffusers_io import load_diffusers
+from errprop.errors import ErrpropError
+from errprop.grids import make_grid
+from errprop.samplers import sample
+
+ROOT = Path(__file__).parents[1]
+N = 10  # inference steps (divides T, as diffusers' step arithmetic assumes)
+
+
+class FixedNoise:
+    """Hands out given batch noise tensors in order (to share diffusers' injected noise)."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def randn(self, *shape, dtype=torch.float32):
+        return self.draws.pop(0).to(dtype)
+
+
+def _unet(seed=0, **extra) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, **extra).eval()
+
+
+def _save(folder: Path, scheduler, unet=None) -> Path:
+    (unet or _unet()).save_pretrained(str(folder))
+    scheduler.save_pretrained(str(folder))
+    return folder
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _theirs(unet, sched, z, generator=None):
+    x = z.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = unet(x, t).sample
+            x = sched.step(out, t, x, generator=generator).prev_sample
+    return x
+
+
+def _ours(folder, z, sampler, draws=()):
+    run = load_diffusers(f"diffusers:{folder}")
+    sc = run.config.sample
+    sigmas = make_grid("uniform", run.process, N, spacing=sc.spacing, steps_offset=sc.steps_offset)
+    x = z / run.process.scale(sigmas[0]).float()
+    with torch.no_grad():
+        return sample(run.denoiser, x, sigmas, FixedNoise(draws), sampler, clip=sample_clip(run.config),
+                      **({"variance": sc.variance, "process": run.process} if sampler == "ddpm" else {}))
+
+
+SETTINGS = [  # prediction, clip_sample, spacing, steps_offset, thresholding, β schedule
+    ("epsilon", False, "leading", 1, False, "linear"),
+    ("epsilon", True, "trailing", 0, False, "scaled_linear"),
+    ("v_prediction", False, "trailing", 0, False, "squaredcos_cap_v2"),
+    ("v_prediction", True, "leading", 1, False, "linear"),
+    ("epsilon", False, "leading", 0, True, "linear"),
+]
+
+
+@pytest.mark.parametrize("pred,clip,spacing,offset,thresh,betas", SETTINGS)
+def test_ddim_of_a_loaded_model_equals_diffusers(tmp_path, pred, clip, spacing, offset, thresh, betas):
+    sched = DDIMScheduler(prediction_type=pred, clip_sample=clip, timestep_spacing=spacing,
+                          steps_offset=offset,
+                          thresholding=thresh, sample_max_value=1.2, beta_schedule=betas)
+    folder = _save(tmp_path / "m", sched)
+    sched.set_timesteps(N)
+    z = 2 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))  # far enough to clip
+    theirs = _theirs(_unet(), sched, z)
+    assert _rel(_ours(folder, z, "ddim"), theirs) < 1e-4
+
+
+@pytest.mark.parametrize("pred,clip,spacing,offset,thresh,betas", SETTINGS)
+def test_ddpm_of_a_loaded_model_equals_diffusers(tmp_path, pred, clip, spacing, offset, thresh, betas):
+    sched = DDPMScheduler(prediction_type=pred, clip_sample=clip, timestep_spacing=spacing,
+                          steps_offset=offset,
+                          thresholding=thresh, sample_max_value=1.2, beta_schedule=betas)
+    folder = _save(tmp_path / "m", sched)
+    sched.set_timesteps(N)
+    z = 2 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    theirs = _theirs(_unet(), sched, z, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)  # diffusers draws one batch of noise per step with t > 0
+    draws = [torch.randn(6, 1, 8, 8, generator=g) for _ in range(N - 1)]
+    assert _rel(_ours(folder, z, "ddpm", draws), theirs) < 1e-4
+
+
+def test_the_clip_and_threshold_settings_are_exercised(tmp_path):
+    """The settings above would pass vacuously if nothing reached the clip: check that it does."""
+    z = 2 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    on = _save(tmp_path / "on", DDIMScheduler(clip_sample=True))
+    off = _save(tmp_path / "off", DDIMScheduler(clip_sample=False))
+    thresh = _save(tmp_path / "th", DDIMScheduler(clip_sample=False, thresholding=True, sample_max_value=1.2))
+    assert _rel(_ours(on, z, "ddim"), _ours(off, z, "ddim")) > 1e-3
+    assert _rel(_ours(thresh, z, "ddim"), _ours(off, z, "ddim")) > 1e-3
+    assert _rel(_ours(thresh, z, "ddim"), _ours(on, z, "ddim")) > 1e-3
+
+
+def test_pipeline_folder_and_trained_betas_load(tmp_path):
+    betas = torch.linspace(1e-4, 0.02, 1000) ** 1.1
+    sched = DDPMScheduler(trained_betas=betas.tolist())
+    DDPMPipeline(unet=_unet(), scheduler=sched).save_pretrained(str(tmp_path / "pipe"))
+    run = load_diffusers(f"diffusers:{tmp_path / 'pipe'}")
+    assert run.config.process.schedule == "trained" and run.config.sample.sampler == "ddpm"
+    torch.testing.assert_close(run.process.betas, betas.double(), rtol=1e-6, atol=0)
+    assert run.shape == (1, 8, 8) and run.config.model.parameterization == "eps"
+
+
+def test_class_conditional_needs_a_label(tmp_path):
+    folder = _save(tmp_path / "c", DDIMScheduler(), _unet(num_class_embeds=3))
+    with pytest.raises(ErrpropError, match="--class-label"):
+        load_diffusers(f"diffusers:{folder}")
+    run = load_diffusers(f"diffusers:{folder}", class_label=2)
+    x = torch.randn(2, 1, 8, 8)
+    assert run.denoiser(x, 1.0).shape == x.shape
+
+
+def _fake(folder: Path, cls: str) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": cls}))
+    DDIMScheduler().save_pretrained(str(folder))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d.mkdir(), "not a diffusers model folder"),
+    (lambda d: _unet().save_pretrained(str(d)), "no scheduler config"),
+    (lambda d: _fake(d, "UNet2DConditionModel"), "text-conditioned UNets"),
+    (lambda d: _fake(d, "VQModel"), "unsupported model class 'VQModel'"),
+    (lambda d: _save(d, DDPMScheduler(variance_type="learned_range")), "learned variance"),
+    (lambda d: _save(d, DDIMScheduler(prediction_type="flow_prediction")),
+     "prediction_type 'flow_prediction'"),
+])
+def test_clear_one_line_errors(tmp_path, capsys, make, message):
+    folder = tmp_path / "m"
+    make(folder)
+    assert main(["sample", f"diffusers:{folder}", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["sample", f"diffusers:{tmp_path / 'missing'}", "--out", str(tmp_path / "s")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_cli_samples_diagnoses_and_evaluates_a_loaded_model(tmp_path, capsys):
+    folder = _save(tmp_path / "m", DDIMScheduler())
+    model = f"diffusers:{folder}"
+    assert main(["sample", model, "--steps", "5", "--n", "8", "--out", str(tmp_path / "s"),
+                 "--device", "cpu"]) == 0
+    assert main(["diagnose", model, "--data", "digits", "--what", "modular,cumulative,gap", "--steps", "5",
+                 "--n", "20", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for what in ("modular", "cumulative", "gap"):
+        assert re.search(rf"^{what}: model: ", out, re.M)
+        assert (tmp_path / "d" / "diagnostics" / f"{what}.json").is_file()
+    assert main(["evaluate", model, "--data", "digits", "--metric", "mmd,swd", "--steps", "5", "--n", "50",
+                 "--out", str(tmp_path / "e"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "e" / "eval").glob("*.json"))) == 2
+    assert main(["evaluate", model, "--metric", "mmd", "--steps", "5", "--out", str(tmp_path / "e")]) == 2
+    assert "names no data set" in capsys.readouterr().err
+    # their folder is left untouched
+    assert not any(p.name.startswith("eval") or p.name == "samples" for p in folder.iterdir())
+
+
+def test_fine_tune_with_sa2_then_export_round_trips_bitwise(tmp_path, capsys):
+    folder = _save(tmp_path / "m", DDPMScheduler(prediction_type="v_prediction", clip_sample=False))
+    run = tmp_path / "run"
+    assert main(["train", "--init", f"diffusers:{folder}", "--config", str(ROOT / "configs/digits.yaml"),
+                 "--set", "loss.name=sa", "--set", "train.steps=3", "--set", "train.batch_size=8",
+                 "--set", "train.precision=fp32", "--out", str(run), "--no-progress"]) == 0
+    cfg = load_run(run).config
+    assert cfg.model.net == "diffusers" and cfg.model.parameterization == "v" and cfg.loss.name == "sa"
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--to", "diffusers", str(out)]) == 0
+    back = UNet2DModel.from_pretrained(str(out / "unet"))
+    ema = {k[len("ema.unet."):]: v for k, v in checkpoint.load(run)[0].items() if k.startswith("ema.unet.")}
+    theirs = back.state_dict()
+    assert ema.keys() == theirs.keys() and all(torch.equal(ema[k], theirs[k]) for k in ema)
+    assert ema.keys() == load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors")).keys()
+    sched = DDPMScheduler.from_pretrained(str(out / "scheduler"))
+    assert sched.config.prediction_type == "v_prediction" and not sched.config.clip_sample
+    pipe = DDPMPipeline.from_pretrained(str(out))  # the folder is a pipeline diffusers loads unchanged
+    assert isinstance(pipe.unet, UNet2DModel)
+    # the fine-tuned weights moved away from the init (the training did something)
+    init = _unet().state_dict()
+    assert any(not torch.equal(init[k], theirs[k]) for k in init)
+
+
+def test_export_refuses_an_errprop_network(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--set", "train.steps=2",
+                 "--set", "model.width=16", "--set", "model.depth=1", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert main(["export", str(run), "--to", "diffusers", str(tmp_path / "x")]) == 2
+    assert "only runs started from a diffusers model" in capsys.readouterr().err
