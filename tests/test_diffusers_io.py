@@ -9,6 +9,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
+import errprop
 from errprop import checkpoint
 from errprop.builders import load_run, sample_clip
 from errprop.cli import main
@@ -117,7 +118,7 @@ def test_pipeline_folder_and_trained_betas_load(tmp_path):
     betas = torch.linspace(1e-4, 0.02, 1000) ** 1.1
     sched = DDPMScheduler(trained_betas=betas.tolist())
     DDPMPipeline(unet=_unet(), scheduler=sched).save_pretrained(str(tmp_path / "pipe"))
-    run = load_diffusers(f"diffusers:{tmp_path / 'pipe'}")
+    run = errprop.load_diffusers(tmp_path / "pipe")  # the Python API; the prefix is optional
     assert run.config.process.schedule == "trained" and run.config.sample.sampler == "ddpm"
     torch.testing.assert_close(run.process.betas, betas.double(), rtol=1e-6, atol=0)
     assert run.shape == (1, 8, 8) and run.config.model.parameterization == "eps"
@@ -208,3 +209,36 @@ def test_export_refuses_an_errprop_network(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert main(["export", str(run), "--to", "diffusers", str(tmp_path / "x")]) == 2
     assert "only runs started from a diffusers model" in capsys.readouterr().err
+
+
+def _image_folder(root: Path, labelled: bool) -> Path:
+    """16×16 RGB images with train/ and test/ (one sub-folder per class when ``labelled``)."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for c in ("red", "blue") if labelled else ("",):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(24):
+                arr = torch.randint(0, 255, (16, 16, 3), generator=rng, dtype=torch.uint8)
+                if c:
+                    arr[..., 0 if c == "red" else 2] = 255
+                Image.fromarray(arr.numpy()).save(d / f"{i}.png")
+    return root
+
+
+def test_fd_on_the_users_own_rgb_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ERRPROP_CACHE", str(tmp_path / "cache"))
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    model = f"diffusers:{_save(tmp_path / 'm', DDIMScheduler(), unet)}"
+    for kind in ("labelled", "flat"):
+        data = _image_folder(tmp_path / kind, kind == "labelled")
+        code = main(["evaluate", model, "--data", "folder", "--data-root", str(data), "--metric", "fd",
+                     "--steps", "3", "--n", "40", "--out", str(tmp_path / f"e-{kind}"), "--device", "cpu"])
+        if kind == "labelled":
+            assert code == 0 and "FD (classifier features)" in capsys.readouterr().out
+        else:
+            assert code == 2 and "needs class labels" in capsys.readouterr().err

@@ -159,7 +159,9 @@ def fit_classifier(
     """
     s = settings.resolved()
     if train.y is None or test.y is None or train.num_classes < 2:
-        raise ErrpropError(f"{train.name}: training a classifier needs class labels")
+        raise ErrpropError(f"{train.name}: the fd metric trains a classifier, which needs class labels "
+                           "(one sub-folder per class under train/ and test/); for unlabelled images use "
+                           "--metric fid --inception-weights PATH, or mmd / swd")
     _, c, h, w = train.x.shape
     if h != w:
         raise ErrpropError(f"{train.name}: the classifier needs square images, got {h}×{w}")
