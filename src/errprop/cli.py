@@ -193,6 +193,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     run = _open_run(args, device, ema=not args.raw)
+    _use_sigmas(args, run)
     sc = run.config.sample
     sampler = args.sampler or sc.sampler
     steps = args.steps or sc.steps
@@ -246,6 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     run = _open_run(args, device, needs_data=True)
+    _use_sigmas(args, run)
     if run.source == "diffusers":
         if not args.out:
             raise ErrpropError("evaluate: pass --out for a diffusers model (errprop does not write into its "
@@ -321,6 +323,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ grid
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .files import write_json
+    from .optimal_grid import optimize
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    run = _open_run(args, device, needs_data=True)
+    res = optimize(run, args.sampler or run.config.sample.sampler, args.steps, args.objective, n=args.n,
+                   seed=args.seed, m=args.candidates, oracle=args.oracle, device=device,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_json(Path(args.out), {"command": " ".join(["errprop", *sys.argv[1:]]), **res})
+    print(f"{args.objective}: optimized {res['value']:.5g}; hand-made: "
+          + ", ".join(f"{k} {v['cost']:.5g}" for k, v in res["hand_made"].items())
+          + f" (DP cost on the objective{'' if args.objective != 'xent' else ' before descent'})")
+    if "final_xent" in res:
+        print("final excess cross-entropy (trimmed, nats): "
+              + ", ".join(f"{k} {v['trimmed']:.4g}" for k, v in res["final_xent"].items()))
+    print(f"cost: {res['network_evaluations']} network evaluations, {res['sampling_runs']} sampling runs")
+    print(args.out)
+    return 0
+
+
+def _read_sigmas(path: str) -> list[float]:
+    """The σ levels of a grid file (``grid optimize`` output, or a JSON list)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ErrpropError(f"--sigmas {path}: cannot read a grid from it ({e})") from None
+    levels = data.get("sigmas") if isinstance(data, dict) else data
+    if not isinstance(levels, list) or not all(isinstance(v, int | float) for v in levels):
+        raise ErrpropError(f"--sigmas {path}: expected a JSON list of σ levels or an object with 'sigmas'")
+    return [float(v) for v in levels if v > 0]
+
+
+def _use_sigmas(args: argparse.Namespace, run) -> None:
+    """``--sigmas FILE``: sample on that grid (``sample.grid: list``)."""
+    if getattr(args, "sigmas", None):
+        from .grids import custom
+
+        levels = _read_sigmas(args.sigmas)
+        custom(levels)  # strictly decreasing and positive, or a clear error
+        run.config.sample.grid, run.config.sample.sigmas = "list", levels
+        args.grid = "list"
+        args.steps = [len(levels)] if isinstance(args.steps, list) else len(levels)
+
+
 # ------------------------------------------------------------------------------------------ compare
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
@@ -386,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive, help="default: the run's sample.batch_size")
     s.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
     s.add_argument("--eta", type=float, help="DDIM η; default: the run's sample.eta")
+    s.add_argument("--sigmas", metavar="FILE", help="sample on this grid (a `grid optimize` JSON or a list "
+                                                    "of σ levels); sets --grid list and --steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--out", help="folder for the samples; default: RUN/samples")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -404,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive, default=500, help="samples per network batch")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--inception-weights", metavar="PATH", help="local Inception weights (metric fid)")
+    e.add_argument("--sigmas", metavar="FILE", help="score this grid (a `grid optimize` JSON or a list of "
+                                                    "σ levels) instead of the run's; sets --steps")
     e.add_argument("--out", help="diffusers:PATH models: the folder for the results (RUN/eval/ otherwise)")
     _model_source_options(e)
     e.set_defaults(fn=cmd_evaluate)
@@ -432,6 +487,29 @@ def build_parser() -> argparse.ArgumentParser:
                                  "otherwise)")
     _model_source_options(g)
     g.set_defaults(fn=cmd_diagnose)
+
+    go = sub.add_parser("grid", help="error-optimal sampling grids",
+                        description="error-optimal sampling grids").add_subparsers(
+        dest="grid_command", required=True, metavar="ACTION", help="optimize")
+    o = go.add_parser("optimize", help="the grid of N steps that minimises a measured error",
+                      description="the grid of N steps that minimises a measured error "
+                                  "(errprop.optimal_grid)",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    o.add_argument("run", help="run folder, checkpoint, or diffusers:PATH")
+    o.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
+    o.add_argument("--steps", type=_positive, required=True, help="number of sampling steps N (≥ 2)")
+    o.add_argument("--objective", choices=("modular", "klub", "xent"), default="modular",
+                   help="modular: summed exact modular KL by DP (mixtures, Gaussian steps); klub: AYS-style "
+                        "KL upper bound by DP (any data); xent: final excess cross-entropy (mixtures)")
+    o.add_argument("--oracle", action="store_true",
+                   help="mixtures: also score every grid by the exact final excess cross-entropy")
+    o.add_argument("--n", type=_positive, default=500, help="samples per estimate")
+    o.add_argument("--seed", type=int, default=0, help="seed of the estimates")
+    o.add_argument("--candidates", type=_positive, default=48, help="log-uniform candidate levels M")
+    o.add_argument("--out", required=True, help="the grid JSON (use with --sigmas or sample.sigmas)")
+    o.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _model_source_options(o)
+    o.set_defaults(fn=cmd_grid)
 
     x = command("export", "write a run fine-tuned from a diffusers model back as a diffusers pipeline")
     x.add_argument("run", help="run folder (trained with --init diffusers:PATH)")
