@@ -16,10 +16,10 @@ Anchors, and what is taken from each:
   optimum on the candidate set (AYS itself searches iteratively) — objective ``klub``; it needs no
   density, so it works on images and with deterministic samplers.
 - On a mixture the quantity all of this stands in for — the final excess cross-entropy of the
-  samples — is exact: objective ``xent`` starts from the best of the DP grids and the hand-made
-  grids and moves one level at a time (coordinate descent in log σ on the candidate set) while the
-  final excess cross-entropy of n samples with fixed noise falls; its cost is counted in sampling
-  runs.
+  samples — is exact: objective ``xent`` starts from the best of the DP grid and every hand-made
+  grid (any endpoints) and moves one level at a time, the end levels included (coordinate descent
+  on the candidate set), while the 1 %-trimmed final excess cross-entropy of n samples with fixed
+  noise falls; its cost is counted in sampling runs.
 
 The family searched: grids from σ_max (the process's t = T − 1) to σ_min (t = 0) with N − 1
 steps between candidate levels, then the final step to σ = 0 (which every grid in the family
@@ -55,6 +55,15 @@ def hand_made(process: Process, n: int) -> dict[str, torch.Tensor]:
     if isinstance(process, VPProcess):
         out["uniform-linspace"] = uniform_t(process, n, "linspace")
     return out
+
+
+def every_hand_made(process: Process, n: int) -> dict[str, torch.Tensor]:
+    """Every hand-made grid of ``n`` steps, whatever its endpoints (the starting points of ``xent``)."""
+    from .grids import make_grid
+
+    out = {f"uniform-{sp}": make_grid("uniform", process, n, spacing=sp)
+           for sp in ("trailing", "leading", "linspace")}
+    return {**out, "quadratic": make_grid("quadratic", process, n), **hand_made(process, n)}
 
 
 def candidates(process: Process, m: int = 48, extra: list[torch.Tensor] = ()) -> torch.Tensor:
@@ -180,19 +189,21 @@ def dp_grid(cost: torch.Tensor, levels: torch.Tensor, n_steps: int) -> tuple[tor
 
 
 def descend(evaluate: Callable[[torch.Tensor], float], levels: torch.Tensor, start: torch.Tensor,
-            max_rounds: int = 3) -> tuple[torch.Tensor, float, int]:
-    """Coordinate descent of ``evaluate(grid)`` over the interior levels of ``start`` on the
-    candidate set (each level moves to a neighbouring candidate while that lowers the value).
-    Returns (grid, value, number of evaluations)."""
+            max_rounds: int = 3, ends: bool = False) -> tuple[torch.Tensor, float, int]:
+    """Coordinate descent of ``evaluate(grid)`` over the levels of ``start`` on the candidate set
+    (each level moves to a neighbouring candidate while that lowers the value; the first and last
+    positive levels too when ``ends``). Returns (grid, value, number of evaluations)."""
     pos = start[start > 0].to(torch.float64)
     idx = [int(torch.argmin((levels - s).abs())) for s in pos]
     best, calls = evaluate(with_zero(levels, idx)), 1
     for _ in range(max_rounds):
         improved = False
-        for j in range(1, len(idx) - 1):
+        for j in range(0 if ends else 1, len(idx) if ends else len(idx) - 1):
             for move in (-1, 1):
                 cand = idx[j] + move
-                if not idx[j - 1] < cand < idx[j + 1]:
+                below = idx[j - 1] if j > 0 else -1
+                above = idx[j + 1] if j + 1 < len(idx) else len(levels)
+                if not below < cand < above:
                     continue
                 trial = idx[:j] + [cand] + idx[j + 1:]
                 v = evaluate(with_zero(levels, trial))
@@ -245,7 +256,8 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub or xent")
     made = hand_made(run.process, steps)
-    levels = candidates(run.process, m, list(made.values()))
+    starts_all = every_hand_made(run.process, steps) if objective == "xent" else made
+    levels = candidates(run.process, m, list(starts_all.values()))
     log(f"[grid] {len(levels)} candidate levels; objective {objective}")
     if objective == "modular":
         cost = modular_costs(run.denoiser, mixture, levels, sampler, opts, n=n, seed=seed, device=device)
@@ -268,11 +280,11 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
             res = final_xent(run.denoiser, run.process, mixture, g, sampler, n, seed + 1, sample_opts)
             return res["trimmed"]
 
-        starts = {"dp": grid, **made}
+        starts = {"dp": grid, **starts_all}
         start_scores = {k: score(g) for k, g in starts.items()}
         first = min(start_scores, key=start_scores.get)
         log(f"[grid] descent from {first} ({start_scores[first]:.4g} nats)")
-        grid, value, calls = descend(score, levels, starts[first])
+        grid, value, calls = descend(score, levels, starts[first], ends=True)
         out.update(start=first, sampling_runs=len(starts) + calls - 1, start_values=start_scores)
     out.update(sigmas=grid[grid > 0].tolist(), value=value)
     if oracle:
