@@ -35,7 +35,7 @@ variance for its covariance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +43,9 @@ import torch
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
 from .noise import Noise
-from .samplers import Denoise
+from .streams import KEY_DATA, KEY_GAMMA, batched, draw_data
 
-KEY_GAMMA = 0x6A3A
+Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 @dataclass
@@ -113,8 +113,6 @@ def gamma_table(
             trained levels (VP: ``process.sigmas``) to serve every sampling grid.
         n: x0 samples (and noise pairs, so 2n denoiser evaluations) per level.
     """
-    from .diagnostics._util import KEY_DATA, batched, draw_data
-
     levels = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1) if s > 0]
     if not levels:
         raise ErrpropError("analytic-DPM: no σ > 0 to estimate Γ at")

@@ -15,9 +15,9 @@ from .denoisers import Denoiser
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
 from .process import Process, VEProcess, make_process
+from .streams import KEY_BATCH, KEY_FLIP, KEY_PERM
 
 MIXTURES = ("ring8", "grid25", "random")
-_DATA_KEY, _PERM_KEY, _FLIP_KEY = 0xDA7A, 0x9E4B, 0xF119
 
 
 def build_process(cfg: Config) -> Process:
@@ -40,7 +40,7 @@ class MixtureSource:
 
     def batch(self, seed: int, indices: np.ndarray) -> torch.Tensor:
         """Samples number ``indices`` (global over the run) of run ``seed``."""
-        return self.mixture.sample(Noise(stream_seeds(seed, indices, _DATA_KEY)))
+        return self.mixture.sample(Noise(stream_seeds(seed, indices, KEY_BATCH)))
 
 
 class ImageSource:
@@ -53,7 +53,7 @@ class ImageSource:
 
     @lru_cache(maxsize=2)  # noqa: B019 - one live source per run; caches the current epoch
     def _perm(self, seed: int, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(int(stream_seeds(seed, [epoch], _PERM_KEY)[0]))
+        g = torch.Generator().manual_seed(int(stream_seeds(seed, [epoch], KEY_PERM)[0]))
         return torch.randperm(len(self.x), generator=g)
 
     def batch(self, seed: int, indices: np.ndarray) -> torch.Tensor:
@@ -66,7 +66,7 @@ class ImageSource:
             rows[m] = self._perm(seed, int(e))[torch.from_numpy(idx % n)[m]]
         x = self.x[rows]
         if self.hflip:
-            flip = Noise(stream_seeds(seed, indices, _FLIP_KEY)).rand(1)[:, 0] < 0.5
+            flip = Noise(stream_seeds(seed, indices, KEY_FLIP)).rand(1)[:, 0] < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 

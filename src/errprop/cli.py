@@ -226,9 +226,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ evaluate
 def _samplers_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in names if v not in ("ddim", "ddpm", "euler", "heun")]
+    from .samplers import NAMES
+
+    bad = [v for v in names if v not in NAMES]
     if not names or bad:
-        raise argparse.ArgumentTypeError(f"expected samplers among ddim, ddpm, euler, heun; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected samplers among {', '.join(NAMES)}; got {text!r}")
     return names
 
 
@@ -405,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
-    samplers = ("ddim", "ddpm", "euler", "heun")
+    from .samplers import NAMES as samplers
+    from .samplers import SAMPLERS
     grids = ("uniform", "quadratic", "edm", "exponential", "list")
     t = command("train", "train a model from a YAML config (or continue one with --resume)")
     t.add_argument("--config", help="YAML config; default: the built-in defaults (ring of 8)")
@@ -475,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     g.add_argument("--what", default="modular,cumulative,gap",
                    help="comma-separated: modular, cumulative, amplification, gap, budget")
-    g.add_argument("--sampler", choices=(*samplers, "analytic"), help="default: the run's sample.sampler")
+    g.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     g.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
     g.add_argument("--n", type=_positive, default=1000, help="samples (chains)")

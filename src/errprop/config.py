@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ErrpropError
+from .samplers import NAMES as SAMPLER_NAMES
 
 
 def _f(default: Any, **meta: Any) -> Any:
@@ -179,7 +180,7 @@ class TrainConfig:
 class SampleConfig:
     """Defaults of ``errprop sample`` (each can be overridden on the command line)."""
 
-    sampler: str = _f("ddim", choices=("ddim", "ddpm", "euler", "heun"))
+    sampler: str = _f("ddim", choices=SAMPLER_NAMES)
     steps: int = _f(50, min=1)
     grid: str = _f("uniform", choices=("uniform", "quadratic", "edm", "exponential", "list"))
     spacing: str = _f("trailing", choices=("trailing", "leading", "linspace"))

@@ -8,21 +8,7 @@ from tqdm import tqdm
 from .grids import make_grid
 from .noise import Noise
 from .process import Process
-from .samplers import Callback, churn_gamma, prior, sample
-
-
-def step_options(sampler: str, steps: int, process: Process, *, eta: float = 0.0,
-                 variance: str = "small", s_churn: float = 0.0, clip: float | None = None) -> dict:
-    """The keyword options of a sampler's step function from user-level settings.
-
-    ``clip`` (diffusers' ``clip_sample_range``, None = off) applies to DDIM and DDPM, the samplers
-    whose diffusers schedulers clip; the EDM ODE samplers never clip.
-    """
-    if sampler == "ddim":
-        return {"eta": eta, "clip": clip}
-    if sampler == "ddpm":
-        return {"variance": variance, "process": process, "clip": clip}
-    return {"gamma": churn_gamma(s_churn, steps)} if s_churn > 0 else {}
+from .samplers import Callback, prior, sample, step_options
 
 
 def generate(

@@ -38,12 +38,13 @@ from collections.abc import Callable
 import torch
 
 from .data.gmm import GaussianMixture
-from .diagnostics._util import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, default_dtype, draw_data
+from .diagnostics._util import default_dtype
 from .diagnostics.modular import _kl_estimate, reverse_transition_log_prob, step_moments
 from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
 from .noise import Noise
 from .process import Process, VPProcess
+from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, draw_data
 
 OBJECTIVES = ("modular", "klub", "xent")
 
@@ -239,7 +240,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     ``oracle`` on a mixture, the exact final excess cross-entropy of every grid.
     """
     from .builders import load_data, sample_clip
-    from .generate import step_options
+    from .samplers import get_sampler, step_options
 
     if objective not in OBJECTIVES:
         raise ErrpropError(f"--objective: unknown {objective!r}; choose from {', '.join(OBJECTIVES)}")
@@ -252,7 +253,8 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     sc = run.config.sample
     user = {"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn, "clip": sample_clip(run.config)}
     opts = step_options(sampler, steps, run.process, **user)
-    if objective == "modular" and (sampler not in ("ddpm", "ddim") or (sampler == "ddim" and not sc.eta)):
+    entry = get_sampler(sampler)
+    if objective == "modular" and not (entry.gaussian and entry.stochastic(opts)):
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub or xent")
     made = hand_made(run.process, steps)

@@ -16,6 +16,7 @@ noise for stochastic steps comes from the caller's per-sample streams (:class:`e
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,25 +144,109 @@ def heun_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: floa
     return x_next, denoised
 
 
-STEPS: dict[str, Callable] = {"ddim": ddim_step, "ddpm": ddpm_step, "euler": euler_step, "heun": heun_step}
-
-
 def churn_gamma(s_churn: float, n_steps: int) -> float:
     """EDM's per-step churn γ = min(S_churn / N, √2 − 1)."""
     return min(s_churn / n_steps, math.sqrt(2) - 1)
 
 
-def get_step(name: str) -> Callable:
-    """The step function of a sampler name (``ddim``, ``ddpm``, ``euler``, ``heun``)."""
+@dataclass(frozen=True)
+class Sampler:
+    """One sampler as the rest of errprop needs to know it; adding a sampler is one entry of
+    :data:`SAMPLERS`.
+
+    ``options(steps, process, eta=, variance=, s_churn=, clip=)`` turns user-level settings (a
+    config's ``sample`` section) into the step function's keyword options; ``stochastic(options)``
+    says whether a step with those options injects noise; ``gaussian``: a stochastic step is
+    Gaussian in its noise (so the modular KL exists); ``needs_data``: the step needs a table
+    estimated from data (Analytic-DPM's Γ), so only the diagnostics can run it.
+    """
+
+    step: Callable
+    options: Callable[..., dict]
+    stochastic: Callable[[dict], bool]
+    evals_per_step: int = 1  # Heun: 2 (its last step, to σ = 0, is Euler: 1)
+    gaussian: bool = False
+    clips: bool = False  # honours clip_sample / thresholding
+    needs_data: bool = False
+
+    def nfe(self, n_steps: int) -> int:
+        """Network evaluations of ``n_steps`` steps."""
+        return self.evals_per_step * n_steps - (self.evals_per_step - 1)
+
+
+def _ddim_options(steps, process, *, eta=0.0, clip=None, **_):
+    return {"eta": eta, "clip": clip}
+
+
+def _ddpm_options(steps, process, *, variance="small", clip=None, **_):
+    return {"variance": variance, "process": process, "clip": clip}
+
+
+def _edm_options(steps, process, *, s_churn=0.0, **_):
+    return {"gamma": churn_gamma(s_churn, steps)} if s_churn > 0 else {}
+
+
+def _analytic_options(steps, process, *, gamma_table=None, **_):
+    if gamma_table is None:
+        raise ErrpropError("sampler 'analytic' needs a Γ table estimated from data "
+                           "(errprop.analytic_dpm.gamma_table); use errprop diagnose --sampler analytic")
+    return {"gamma_table": gamma_table}
+
+
+def _churned(options: dict) -> bool:
+    return options.get("gamma", 0.0) > 0
+
+
+def _register() -> dict[str, Sampler]:
+    from .analytic_dpm import analytic_ddpm_step  # (it does not import this module)
+
+    return {
+        "ddim": Sampler(ddim_step, _ddim_options, lambda o: o.get("eta", 0.0) > 0, gaussian=True, clips=True),
+        "ddpm": Sampler(ddpm_step, _ddpm_options, lambda o: True, gaussian=True, clips=True),
+        "euler": Sampler(euler_step, _edm_options, _churned),
+        "heun": Sampler(heun_step, _edm_options, _churned, evals_per_step=2),
+        "analytic": Sampler(analytic_ddpm_step, _analytic_options, lambda o: True, gaussian=True,
+                            needs_data=True),
+    }
+
+
+#: The samplers, by name.
+SAMPLERS: dict[str, Sampler] = _register()
+#: The names a sampling command accepts (``analytic`` needs data: only ``diagnose`` takes it).
+NAMES = tuple(k for k, v in SAMPLERS.items() if not v.needs_data)
+
+
+def get_sampler(name: str) -> Sampler:
+    """The registry entry of a sampler name."""
     try:
-        return STEPS[name]
+        return SAMPLERS[name]
     except KeyError:
-        raise ErrpropError(f"unknown sampler {name!r}; choose one of {sorted(STEPS)}") from None
+        raise ErrpropError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
+
+
+def get_step(name: str) -> Callable:
+    """The step function of a sampler name."""
+    return get_sampler(name).step
+
+
+def step_options(sampler: str, steps: int, process: Process, **settings) -> dict:
+    """The keyword options of a sampler's step from user-level settings (``eta``, ``variance``,
+    ``s_churn``, ``clip``: diffusers' ``clip_sample_range`` or a :class:`DynamicThreshold`, used by
+    the samplers that clip — DDIM and DDPM, as diffusers' schedulers do)."""
+    return get_sampler(sampler).options(steps, process, **settings)
+
+
+def is_stochastic(step: str | Callable, options: dict | None) -> bool:
+    """Whether a step (a name, or a registered step function) injects noise with these options."""
+    entry = next((v for k, v in SAMPLERS.items() if step in (k, v.step)), None)
+    if entry is None:
+        raise ErrpropError(f"unknown sampler step {step!r}")
+    return entry.stochastic(options or {})
 
 
 def nfe(name: str, n_steps: int) -> int:
     """Network evaluations of ``n_steps`` steps (Heun: 2n − 1)."""
-    return 2 * n_steps - 1 if name == "heun" else n_steps
+    return get_sampler(name).nfe(n_steps)
 
 
 def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ...]) -> torch.Tensor:
@@ -169,7 +254,6 @@ def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ..
     return process.prior_std(sigma_max) * noise.randn(*shape)
 
 
-@torch.no_grad()
 def sample(
     denoiser: Denoise,
     x: torch.Tensor,
@@ -177,18 +261,23 @@ def sample(
     noise: Noise,
     step: str | Callable = "ddim",
     callback: Callback | None = None,
+    grad: bool = False,
     **options,
 ) -> torch.Tensor:
-    """Run ``step`` along ``sigmas`` from ``x`` (at σ_0) to σ_n = 0 and return x̂0.
+    """Run ``step`` along ``sigmas`` from ``x`` (at σ_0) to σ_n (0 for a sampling grid) and return
+    x̂ there — the one sampling loop of errprop (generation, the diagnostics' chains, EP's rollout).
 
     ``callback`` sees every step as a dict with ``i, sigma, sigma_next, x, denoised, x_next``.
+    ``grad``: keep the autograd graph as the caller's context allows (EP's rollout trains through
+    it); off, the loop runs under ``no_grad``.
     """
     step_fn = get_step(step) if isinstance(step, str) else step
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, **options)
-        if callback is not None:
-            callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x,
-                      "denoised": denoised, "x_next": x_next})
-        x = x_next
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+            x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, **options)
+            if callback is not None:
+                callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x,
+                          "denoised": denoised, "x_next": x_next})
+            x = x_next
     return x

@@ -41,8 +41,7 @@ from .builders import build_denoiser, build_loss, build_process, build_source, c
 from .config import Config, dump
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
-
-_LOSS_KEY, _STEP_KEY, _INIT_KEY = 0x1055, 0x57E9, 0x1417
+from .streams import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 
 
 def pick_device(name: str) -> torch.device:
@@ -235,7 +234,7 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
     if ctx.main and cfg.data.name == "folder" and not (Path(cfg.data.root) / "test").is_dir():
         tqdm.write(f"warning: data.root {cfg.data.root} has no test/ sub-folder: training works, but "
                    "`errprop evaluate` scores against held-out images and will need it", file=sys.stderr)
-    _seed_torch(tc.seed, _INIT_KEY)  # the initial weights are a function of train.seed
+    _seed_torch(tc.seed, KEY_INIT)  # the initial weights are a function of train.seed
     denoiser = build_denoiser(cfg, source.shape, process).to(device)
     loss_fn = build_loss(cfg, process)
     net = denoiser.net
@@ -293,11 +292,11 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
     try:
         with _StopFlag(verbose=ctx.main) as stop:
             while step < tc.steps:
-                _seed_torch(tc.seed, _STEP_KEY, step)  # dropout and any other global-RNG use
+                _seed_torch(tc.seed, KEY_TRAIN_STEP, step)  # dropout and any other global-RNG use
                 first = step * tc.batch_size + ctx.rank * local  # global number of this rank's 1st sample
                 idx = np.arange(first, first + local)
                 x0 = source.batch(tc.seed, idx).to(device)
-                noise = Noise(stream_seeds(tc.seed, idx, _LOSS_KEY), device)
+                noise = Noise(stream_seeds(tc.seed, idx, KEY_LOSS), device)
                 for g in opt.param_groups:
                     g["lr"] = _lr(cfg, step)
                 denoiser.train()

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from errprop.data.gmm import GaussianMixture
-from errprop.diagnostics._util import KEY_START, KEY_START_DATA, draw_data
 from errprop.diagnostics.budget import compare_schedules, converged_reference, error_budget
 from errprop.errors import ErrpropError
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
+from errprop.streams import KEY_START, KEY_START_DATA, draw_data
 
 
 @pytest.fixture(scope="module")

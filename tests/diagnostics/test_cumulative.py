@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from errprop.data.gmm import GaussianMixture
-from errprop.diagnostics._util import KEY_DATA, KEY_DATA_NOISE, draw_data
 from errprop.diagnostics.cumulative import (
     amplification,
     chain_samples,
@@ -21,6 +20,7 @@ from errprop.generate import generate
 from errprop.grids import make_grid
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
+from errprop.streams import KEY_DATA, KEY_DATA_NOISE, draw_data
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,9 @@ class GaussianMixture:
 
     def sample_n(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` exact draws from streams ``seed`` (float32, CPU)."""
-        return self.sample(Noise.from_seed(seed, n, key=(0x6D6D,)))
+        from ..streams import KEY_MIXTURE  # (streams imports this module)
+
+        return self.sample(Noise.from_seed(seed, n, key=(KEY_MIXTURE,)))
 
     def mode_counts(self, x: torch.Tensor, radius: float = 4.0) -> tuple[torch.Tensor, int]:
         """Samples per component (most responsible one) and the number of off-mode samples, those

@@ -10,23 +10,14 @@ streams :func:`errprop.generate.generate` uses: the chain's final samples are th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
-from ..noise import Noise
 from ..process import Process, VPProcess
-
-KEY_DATA = 0xD1A6  # x0 draws of the reference data
-KEY_DATA_NOISE = 0xD1A7  # the noise that takes reference data to σ
-KEY_FLOOR = 0xF100  # the independent second data set behind every floor
-KEY_FLOOR_NOISE = 0xF101
-KEY_STEP = 0x57E9  # draws from p_θ(x̂'|x̂) in the modular error
-KEY_START = 0x5EED  # the standard normal w of the budget's chain starts
-KEY_START_DATA = 0x5EEE  # the x0 of the budget's exact start x0 + σ_max w
 
 
 def grid_fields(process: Process, sigmas: Sequence[float] | torch.Tensor) -> dict:
@@ -66,36 +57,9 @@ def default_dtype(denoiser) -> torch.dtype:
     return torch.float64 if isinstance(denoiser, GaussianMixture) else torch.float32
 
 
-def draw_data(data: GaussianMixture | torch.Tensor, n: int, seed: int, key: int,
-              dtype: torch.dtype = torch.float32, device="cpu") -> torch.Tensor:
-    """``n`` data samples x0: exact draws from a mixture, or a seeded subset of a data tensor.
-
-    For a tensor, the ``key`` selects a disjoint block of one seeded permutation (the reference
-    set and the floor set never share a sample); raises if the tensor holds too few samples.
-    """
-    if isinstance(data, GaussianMixture):
-        return data.sample(Noise.from_seed(seed, n, key=(key,))).to(device=device, dtype=dtype)
-    if not torch.is_tensor(data) or data.ndim < 2:
-        raise ErrpropError("diagnostics: data must be a GaussianMixture or a tensor (N, ...) of x0")
-    block = {KEY_DATA: 0, KEY_FLOOR: 1}.get(key, 0)
-    if len(data) < (block + 1) * n:
-        raise ErrpropError(
-            f"diagnostics: need {(block + 1) * n} data samples (n = {n} per set"
-            f"{' and a disjoint floor set' if block else ''}), the data holds {len(data)}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data), generator=g)[block * n:(block + 1) * n]
-    return data[idx].to(device=device, dtype=dtype)
-
-
 def data_dim(data: GaussianMixture | torch.Tensor) -> tuple[int, ...]:
     """The shape of one sample x0."""
     return (data.dim,) if isinstance(data, GaussianMixture) else tuple(data.shape[1:])
-
-
-def batched(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int | None) -> torch.Tensor:
-    """``cat(fn(slice))`` over consecutive slices of ``range(n)`` of at most ``batch_size``."""
-    bs = n if not batch_size else batch_size
-    return torch.cat([fn(slice(a, min(a + bs, n))) for a in range(0, n, bs)])
 
 
 def to_jsonable(obj):

@@ -40,30 +40,13 @@ from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
-from ..samplers import Denoise
-from ._util import (
-    KEY_DATA,
-    KEY_FLOOR,
-    KEY_START,
-    KEY_START_DATA,
-    default_dtype,
-    draw_data,
-    grid_fields,
-)
+from ..samplers import Denoise, is_stochastic
+from ..streams import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA, draw_data
+from ._util import default_dtype, grid_fields
 from .cumulative import chain_samples
 from .modular import _name
 
 DS_GRIDS = ("edm", "exponential")
-
-
-def is_deterministic(step: str | Callable, options: dict | None) -> bool:
-    """True for samplers without injected noise: DDIM η = 0, Euler/Heun without churn."""
-    options = options or {}
-    if step == "ddim":
-        return options.get("eta", 0.0) == 0
-    if step in ("euler", "heun"):
-        return options.get("gamma", 0.0) <= 0
-    return False
 
 
 def _bandwidth(y: torch.Tensor) -> float:
@@ -181,7 +164,7 @@ def error_budget(
     dist = _Distances(mixture, data, seed)
     b_to_data = dist.to_data(b)
     e_d = dict(b_to_data)
-    if is_deterministic(sampler, options):
+    if not is_stochastic(sampler, options):
         if reference is None:
             reference = converged_reference(mixture, process, true_start, float(sigmas[-2]), smax,
                                             reference_steps, seed)
@@ -237,7 +220,7 @@ def compare_schedules(
     lo = process.sigma_min if sigma_min is None else sigma_min
     hi = process.sigma_max if sigma_max is None else sigma_max
     reference = None
-    if is_deterministic(sampler, options):
+    if not is_stochastic(sampler, options):
         w = Noise.from_seed(seed, n, key=(KEY_START,)).randn(mixture.dim, dtype=torch.float64)
         x0 = draw_data(mixture, n, seed, KEY_START_DATA, torch.float64)
         reference = converged_reference(mixture, process, x0 + hi * w, lo, hi, reference_steps,

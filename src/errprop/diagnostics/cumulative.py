@@ -36,17 +36,8 @@ from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, nfe, sample
-from ._util import (
-    KEY_DATA,
-    KEY_DATA_NOISE,
-    KEY_FLOOR,
-    KEY_FLOOR_NOISE,
-    data_dim,
-    default_dtype,
-    draw_data,
-    grid_fields,
-    to_space,
-)
+from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE, draw_data
+from ._util import data_dim, default_dtype, grid_fields, to_space
 from .modular import _name, resolve_step
 
 MIXTURE_METRICS = ("mmd2", "swd", "xent", "kl")

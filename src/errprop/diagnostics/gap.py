@@ -29,7 +29,8 @@ from ..errors import ErrpropError
 from ..noise import Noise
 from ..process import Process, VPProcess
 from ..samplers import Denoise, sample
-from ._util import KEY_DATA_NOISE, grid_fields, to_space
+from ..streams import KEY_DATA_NOISE
+from ._util import grid_fields, to_space
 from .modular import _name, resolve_step
 
 SA_T0 = 300  # SA Fig. 4 starts at x_300 of T = 1000 (paper step, 1-based)

@@ -34,15 +34,8 @@ from ..errors import ErrpropError
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, get_step
-from ._util import (
-    KEY_DATA,
-    KEY_DATA_NOISE,
-    KEY_STEP,
-    batched,
-    default_dtype,
-    draw_data,
-    grid_fields,
-)
+from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, batched, draw_data
+from ._util import default_dtype, grid_fields
 
 GAUSSIAN_STEPS = "ddpm, ddim with eta > 0, or errprop.analytic_dpm.analytic_ddpm_step"
 

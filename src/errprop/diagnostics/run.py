@@ -33,19 +33,20 @@ from ..analytic_dpm import analytic_ddpm_step, gamma_table
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..files import write_json
-from ..generate import step_options
 from ..grids import exponential, make_grid
 from ..process import Process, VPProcess
-from ..samplers import STEPS, Denoise
-from ._util import KEY_DATA, default_dtype, draw_data, to_jsonable
-from .budget import DS_GRIDS, compare_schedules, is_deterministic
+from ..samplers import SAMPLERS as REGISTRY
+from ..samplers import Denoise, get_sampler, step_options
+from ..streams import KEY_DATA, draw_data
+from ._util import default_dtype, to_jsonable
+from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
 from .modular import denoising_excess, modular_error
 from .plots import plot_steps
 
 WHATS = ("modular", "cumulative", "amplification", "gap", "budget")
-SAMPLERS = (*sorted(STEPS), "analytic")
+SAMPLERS = tuple(REGISTRY)
 MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)",
                 "budget": "the error budget needs the exact score and exact draws of q_σmax"}
 
@@ -94,9 +95,8 @@ class _Setup:
 
     def gaussian(self, step, options) -> bool:
         """Whether the step is Gaussian (so that the modular KL exists)."""
-        if step is analytic_ddpm_step:
-            return True
-        return step in ("ddpm", "ddim") and not is_deterministic(step, options)
+        entry = next(v for k, v in REGISTRY.items() if step in (k, v.step))
+        return entry.gaussian and entry.stochastic(options)
 
     def meta(self, what: str) -> dict:
         return {"what": what, "sampler": self.sampler, "grid": self.grid, "steps": self.steps,
@@ -257,9 +257,9 @@ def diagnose(
                 raise ErrpropError(
                     f"diagnose {w}: needs a Gaussian-mixture data set ({MIXTURE_ONLY[w]}); "
                     "on image data use modular, cumulative or gap")
-    if "amplification" in what and not (
-            setup.sampler == "analytic" or setup.gaussian(
-                setup.sampler, step_options(setup.sampler, setup.steps, process, **setup.user_options))):
+    entry = get_sampler(setup.sampler)
+    if "amplification" in what and not (entry.gaussian and (entry.needs_data or entry.stochastic(
+            step_options(setup.sampler, setup.steps, process, **setup.user_options)))):
         raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
                            f"with eta > 0, analytic) for the modular KL; got {setup.sampler!r}")
     out_dir = Path(out_dir)

@@ -37,7 +37,7 @@ from ..errors import ErrpropError
 from ..metrics.mmd import MULTIPLIERS, mmd2
 from ..noise import Noise
 from ..process import Process, VPProcess
-from ..samplers import ddim_step, ddpm_step
+from ..samplers import sample
 from .simple import SimpleLoss
 
 BaseLoss = Callable[..., dict]
@@ -102,15 +102,12 @@ class CumulativeErrorLoss:
 
         Gradient flows through every step (``full``) or only the last (``last``).
         """
-        sig = self.process.sigmas
-        for i in range(h, tail, -1):
-            if self.backprop == "last" and i == tail + 1:
-                x = x.detach()
-            if self.sampler == "ancestral":
-                x, _ = ddpm_step(denoiser, x, float(sig[i]), float(sig[i - 1]), noise)
-            else:
-                x, _ = ddim_step(denoiser, x, float(sig[i]), float(sig[i - 1]), noise)
-        return x
+        levels = self.process.sigmas[tail:h + 1].flip(0)  # σ_h, σ_{h−1}, …, σ_tail
+        step = "ddpm" if self.sampler == "ancestral" else "ddim"  # "ancestral": the EP code's name
+        if self.backprop == "last":  # the steps before the last carry no gradient
+            x = sample(denoiser, x, levels[:-1], noise, step).detach()
+            levels = levels[-2:]
+        return sample(denoiser, x, levels, noise, step, grad=True)
 
     def __call__(self, denoiser, x0: torch.Tensor, noise: Noise) -> dict[str, torch.Tensor]:
         B = x0.shape[0]
