@@ -90,12 +90,6 @@ def build_source(cfg: Config):
     return ImageSource(data, hflip=cfg.data.hflip)
 
 
-def data_shape(cfg: Config, data=None) -> tuple[int, ...]:
-    """Per-sample shape (d,) or (C, H, W)."""
-    data = load_data(cfg) if data is None else data
-    return (data.dim,) if isinstance(data, GaussianMixture) else tuple(data.shape[1:])
-
-
 # ------------------------------------------------------------------------------------------ model
 def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
     m = cfg.model

@@ -9,10 +9,14 @@ result that a later ``compare`` trips over.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from .errors import ErrpropError
 
@@ -100,3 +104,21 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
         return write_result(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
     finally:
         plt.close(fig)
+
+
+def to_jsonable(obj):
+    """Tensors and arrays → lists, numpy scalars → floats, non-finite floats → None (strict
+    JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if torch.is_tensor(obj):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()] if obj.ndim else to_jsonable(obj.item())
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

@@ -38,13 +38,12 @@ from collections.abc import Callable
 import torch
 
 from .data.gmm import GaussianMixture
-from .diagnostics._util import default_dtype
-from .diagnostics.modular import _kl_estimate, reverse_transition_log_prob, step_moments
+from .diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
 from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
 from .noise import Noise
 from .process import Process, VPProcess
-from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, draw_data
+from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, default_dtype, draw_data
 
 OBJECTIVES = ("modular", "klub", "xent")
 
@@ -140,7 +139,7 @@ def modular_costs(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step
             x_next = mean + std * z
             log_p = (-0.5 * z**2 - std.log()).sum(1) - 0.5 * d * math.log(2 * math.pi)
             log_q = reverse_transition_log_prob(mixture, x.double(), s, s_next, x_next)
-            cost[i, j] = _kl_estimate(log_p, log_q)[0]
+            cost[i, j] = kl_estimate(log_p, log_q)[0]
     return cost
 
 

@@ -37,6 +37,11 @@ KEY_START_DATA = 0x5EEE  # the x0 of the budget's exact start x0 + σ_max w
 KEY_GAMMA = 0x6A3A  # Analytic-DPM's Γ estimate
 
 
+def default_dtype(denoiser) -> torch.dtype:
+    """float64 for the exact mixture denoiser (its internals are float64), float32 otherwise."""
+    return torch.float64 if isinstance(denoiser, GaussianMixture) else torch.float32
+
+
 def draw_data(data: GaussianMixture | torch.Tensor, n: int, seed: int, key: int,
               dtype: torch.dtype = torch.float32, device="cpu") -> torch.Tensor:
     """``n`` data samples x0: exact draws from a mixture, or a seeded subset of a data tensor.

@@ -30,19 +30,18 @@ import torch
 from . import config as config_mod
 from .builders import build_process, load_data, load_run
 from .data.gmm import GaussianMixture
-from .diagnostics._util import default_dtype, to_jsonable
 from .diagnostics.cumulative import cumulative_error
 from .diagnostics.gap import estimation_gap
 from .diagnostics.modular import modular_error
 from .errors import ErrpropError
-from .files import atomic_write_text
+from .files import atomic_write_text, to_jsonable
 from .generate import generate
 from .grids import make_grid
 from .metrics.mmd import mmd2
 from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import paired, summary
-from .streams import KEY_DATA, draw_data
+from .streams import KEY_DATA, default_dtype, draw_data
 from .train import train_to_end
 
 _REF_KEY, _FLOOR_KEY = 10_000, 20_000  # sample_n seeds of the reference and floor data sets

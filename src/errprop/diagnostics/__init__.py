@@ -8,7 +8,7 @@ plain dict of per-step lists (σ grid, VP timestep t, n, seed) ready for ``json.
 - :func:`plot_steps`; :func:`diagnose` (the ``errprop diagnose`` entry point).
 """
 
-from ._util import to_jsonable
+from ..files import to_jsonable
 from .budget import compare_schedules, converged_reference, error_budget
 from .cumulative import amplification, chain_samples, cumulative_error, knn_entropy
 from .gap import default_start, estimation_gap

@@ -9,10 +9,8 @@ streams :func:`errprop.generate.generate` uses: the chain's final samples are th
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ..data.gmm import GaussianMixture
@@ -52,29 +50,6 @@ def to_space(process: Process, x: torch.Tensor, sigma: float, space: str) -> tor
     raise ErrpropError(f"diagnostics: unknown space {space!r}; choose one of {SPACES}")
 
 
-def default_dtype(denoiser) -> torch.dtype:
-    """float64 for the exact mixture denoiser (its internals are float64), float32 otherwise."""
-    return torch.float64 if isinstance(denoiser, GaussianMixture) else torch.float32
-
-
 def data_dim(data: GaussianMixture | torch.Tensor) -> tuple[int, ...]:
     """The shape of one sample x0."""
     return (data.dim,) if isinstance(data, GaussianMixture) else tuple(data.shape[1:])
-
-
-def to_jsonable(obj):
-    """Tensors and arrays → lists, numpy scalars → floats, non-finite floats → None (strict
-    JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if torch.is_tensor(obj):
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return [to_jsonable(v) for v in obj.tolist()] if obj.ndim else to_jsonable(obj.item())
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

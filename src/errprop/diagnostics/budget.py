@@ -41,10 +41,10 @@ from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, is_stochastic
-from ..streams import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA, draw_data
-from ._util import default_dtype, grid_fields
+from ..streams import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA, default_dtype, draw_data
+from ._util import grid_fields
 from .cumulative import chain_samples
-from .modular import _name
+from .modular import step_name
 
 DS_GRIDS = ("edm", "exponential")
 
@@ -179,7 +179,7 @@ def error_budget(
         "to_data": {"exact_prior": dist.to_data(a), "exact_start": b_to_data,
                     "learned_prior": total},
         "bound_holds": {k: total[k] <= e_i[k] + e_d[k] + e_s[k] + 1e-9 for k in ("mmd", "swd")},
-        "sigma": g["sigma"], "t": g["t"], "sampler": _name(sampler),
+        "sigma": g["sigma"], "t": g["t"], "sampler": step_name(sampler),
         "grid": grid_name, "steps": m, "n": n, "seed": seed,
     }
 
@@ -216,7 +216,7 @@ def compare_schedules(
     """
     steps = [int(s) for s in steps]
     out: dict = {"measure": "schedule_comparison", "steps": steps, "grids": {},
-                 "sampler": _name(sampler), "n": n, "seed": seed}
+                 "sampler": step_name(sampler), "n": n, "seed": seed}
     lo = process.sigma_min if sigma_min is None else sigma_min
     hi = process.sigma_max if sigma_max is None else sigma_max
     reference = None

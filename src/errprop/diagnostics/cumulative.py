@@ -36,9 +36,9 @@ from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, nfe, sample
-from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE, draw_data
-from ._util import data_dim, default_dtype, grid_fields, to_space
-from .modular import _name, resolve_step
+from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE, default_dtype, draw_data
+from ._util import data_dim, grid_fields, to_space
+from .modular import resolve_step, step_name
 
 MIXTURE_METRICS = ("mmd2", "swd", "xent", "kl")
 SAMPLE_METRICS = ("mmd2", "swd")
@@ -260,7 +260,7 @@ def cumulative_error(
     grid = grid_fields(process, sigmas[record])
     return {
         "measure": "cumulative", "index": record, "sigma": grid["sigma"], "t": grid["t"], **values,
-        "n": n, "seed": seed, "step": _name(step), "space": space,
+        "n": n, "seed": seed, "step": step_name(step), "space": space,
         "steps": len(sigmas) - 1,
         "denoiser_evaluations": counted.evaluations,
         "sampling_run_evaluations": n * nfe(step if isinstance(step, str) else "", len(sigmas) - 1),

@@ -31,7 +31,7 @@ from ..process import Process, VPProcess
 from ..samplers import Denoise, sample
 from ..streams import KEY_DATA_NOISE
 from ._util import grid_fields, to_space
-from .modular import _name, resolve_step
+from .modular import resolve_step, step_name
 
 SA_T0 = 300  # SA Fig. 4 starts at x_300 of T = 1000 (paper step, 1-based)
 
@@ -121,5 +121,5 @@ def estimation_gap(
         err.append(float(dist.std() / math.sqrt(n)) if n > 1 else float("nan"))
     g = grid_fields(process, grid)
     return {"measure": "estimation_gap", "sigma": g["sigma"], "t": g["t"], "gap": gap,
-            "gap_stderr": err, "n": n, "seed": seed, "step": _name(step), "space": space,
+            "gap_stderr": err, "n": n, "seed": seed, "step": step_name(step), "space": space,
             "t0": t0 if sigma0 is None else None, "sigma0": s0}

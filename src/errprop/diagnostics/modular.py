@@ -34,8 +34,8 @@ from ..errors import ErrpropError
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, get_step
-from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, batched, draw_data
-from ._util import default_dtype, grid_fields
+from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, batched, default_dtype, draw_data
+from ._util import grid_fields
 
 GAUSSIAN_STEPS = "ddpm, ddim with eta > 0, or errprop.analytic_dpm.analytic_ddpm_step"
 
@@ -112,7 +112,7 @@ def reverse_transition_log_prob(mixture: GaussianMixture, x: torch.Tensor, sigma
     return torch.logsumexp(post.resp.log() + logn, 1)
 
 
-def _kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[float, float]:
+def kl_estimate(log_p: torch.Tensor, log_q: torch.Tensor) -> tuple[float, float]:
     """Mean and standard error of E_p[log p − log q] with the control variate λ(r − 1), r = q/p."""
     n = log_p.shape[0]
     k1 = log_p - log_q
@@ -193,7 +193,7 @@ def modular_error(
         x_next = mean + std * z
         log_p = (-0.5 * z**2 - std.log()).sum(1) - 0.5 * d * math.log(2 * math.pi)
         log_q = reverse_transition_log_prob(mixture, x, s, s_next, x_next)
-        value, err = _kl_estimate(log_p, log_q)
+        value, err = kl_estimate(log_p, log_q)
         kl.append(value)
         se.append(err)
     start = grid_fields(process, sigmas[idx]) if process is not None else {
@@ -203,7 +203,7 @@ def modular_error(
     return {
         "measure": "modular_kl", "unit": "nats", "index": idx,
         "sigma": start["sigma"], "sigma_next": nxt["sigma"], "t": start["t"], "t_next": nxt["t"],
-        "kl": kl, "kl_stderr": se, "n": n, "seed": seed, "step": _name(step),
+        "kl": kl, "kl_stderr": se, "n": n, "seed": seed, "step": step_name(step),
     }
 
 
@@ -274,5 +274,5 @@ def denoising_excess(
     }
 
 
-def _name(step) -> str:
+def step_name(step) -> str:
     return step if isinstance(step, str) else getattr(step, "__name__", type(step).__name__)

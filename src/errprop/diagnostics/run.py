@@ -32,13 +32,12 @@ import torch
 from ..analytic_dpm import analytic_ddpm_step, gamma_table
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
-from ..files import write_json
+from ..files import to_jsonable, write_json
 from ..grids import exponential, make_grid
 from ..process import Process, VPProcess
 from ..samplers import SAMPLERS as REGISTRY
 from ..samplers import Denoise, get_sampler, step_options
-from ..streams import KEY_DATA, draw_data
-from ._util import default_dtype, to_jsonable
+from ..streams import KEY_DATA, default_dtype, draw_data
 from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
