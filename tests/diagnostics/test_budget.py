@@ -18,13 +18,12 @@ def mix():
     return GaussianMixture.ring8()
 
 
-def test_E_S_is_zero_for_the_exact_denoiser_and_the_bound_holds(mix):
+def test_E_S_is_zero_for_the_exact_denoiser(mix):
     for process, sampler in ((VPProcess(), "ddpm"), (VEProcess(), "heun")):
         grid = "uniform" if sampler == "ddpm" else "edm"
         res = error_budget(mix, mix, process, sampler=sampler, grid=grid, steps=10, n=128,
                            reference_steps=64)
         assert res["E_S"] == {"mmd": 0.0, "swd": 0.0, "path": 0.0}
-        assert all(res["bound_holds"].values())
         assert ("path" in res["E_D"]) == (sampler == "heun")
     e_s = [error_budget(lambda x, s, d=d: mix(x, s) + d, mix, VEProcess(), steps=10, n=128,
                         reference_steps=64, dtype=torch.float64)["E_S"] for d in (0.03, 0.1)]
