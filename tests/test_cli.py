@@ -191,6 +191,14 @@ def test_quick_demo_is_described_the_same_in_readme_and_help(capsys):
     assert "`errprop demo --quick` is a 20-second smoke run" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.parametrize("cmd", ["sample", "diagnose", "evaluate"])
+def test_more_steps_than_the_process_has_is_an_error_before_any_work(small_run, capsys, cmd):
+    before = sorted(str(p) for p in small_run.rglob("*"))
+    assert main([cmd, str(small_run), "--steps", "2000", "--device", "cpu"]) == 2
+    assert "allows at most 1000" in capsys.readouterr().err
+    assert sorted(str(p) for p in small_run.rglob("*")) == before
+
+
 def test_diagnose_checks_every_measurement_before_writing_any(small_run, capsys):
     out = small_run / "diagnostics"
     before = sorted(p.name for p in out.iterdir()) if out.is_dir() else []

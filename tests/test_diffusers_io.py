@@ -242,3 +242,15 @@ def test_fd_on_the_users_own_rgb_folder(tmp_path, monkeypatch, capsys):
             assert code == 0 and "FD (classifier features)" in capsys.readouterr().out
         else:
             assert code == 2 and "needs class labels" in capsys.readouterr().err
+
+
+def test_grid_optimize_on_a_loaded_model(tmp_path, capsys):
+    model = f"diffusers:{_save(tmp_path / 'm', DDIMScheduler())}"
+    out = tmp_path / "grid.json"
+    assert main(["grid", "optimize", model, "--data", "digits", "--objective", "klub", "--steps", "4",
+                 "--n", "40", "--candidates", "12", "--out", str(out), "--device", "cpu"]) == 0
+    sigmas = json.loads(out.read_text())["sigmas"]
+    assert len(sigmas) == 4 and sigmas == sorted(sigmas, reverse=True)
+    assert main(["grid", "optimize", model, "--data", "digits", "--objective", "modular", "--steps", "4",
+                 "--out", str(out)]) == 2
+    assert "needs a Gaussian-mixture run" in capsys.readouterr().err

@@ -264,9 +264,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
         cost = modular_costs(run.denoiser, mixture, levels, sampler, opts, n=n, seed=seed, device=device)
         evals = n * (len(levels) - 1)
     else:
-        images = None if mixture is not None else data.x
-        cost = klub_costs(run.denoiser, mixture if mixture is not None else images, levels, n=n, seed=seed,
-                          batch_size=500, device=device)
+        cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
         evals = n * len(levels)
     grid, value = dp_grid(cost, levels, steps)
     out = {"objective": objective, "sampler": sampler, "steps": steps, "n": n, "seed": seed,
