@@ -34,6 +34,7 @@ from .errors import ErrpropError
 from .files import save_figure, write_json
 from .generate import generate
 from .samplers import nfe
+from .streams import reference_sets
 
 METRICS = ("fd", "mmd", "swd", "xent", "modes", "fid")
 LABELS = {"fd": "FD (classifier features)", "mmd": "MMD²", "swd": "sliced Wasserstein-2",
@@ -58,8 +59,7 @@ class _Scorer:
         if metric in IMAGE_ONLY and self.mixture:
             raise ErrpropError(f"--metric {metric} needs image data; use mmd, swd, xent or modes")
         if self.mixture:
-            self.ref = self.data.sample_n(n, seed=seed + 10_000)
-            self.floor_set = self.data.sample_n(n, seed=seed + 20_000)
+            self.ref, self.floor_set = reference_sets(self.data, n, seed)
         else:
             self.test = load_data(cfg, "test")
             g = torch.Generator().manual_seed(seed)

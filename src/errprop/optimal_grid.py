@@ -43,7 +43,7 @@ from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
 from .noise import Noise
 from .process import Process, VPProcess
-from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, default_dtype, draw_data
+from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, default_dtype, draw_data, reference_sets
 
 OBJECTIVES = ("modular", "klub", "xent")
 
@@ -224,7 +224,7 @@ def final_xent(denoiser, process: Process, mixture: GaussianMixture, grid: torch
 
     x = generate(denoiser, process, (mixture.dim,), n, seed=seed, sampler=sampler, steps=len(grid) - 1,
                  grid="list", grid_options={"sigmas": grid[grid > 0].tolist()}, **(options or {}))
-    ref = mixture.sample_n(n, seed=seed + 10_000)
+    ref = reference_sets(mixture, n, seed)[0]
     return excess_cross_entropy(-mixture.log_prob(x.double()), -mixture.log_prob(ref.double()))
 
 

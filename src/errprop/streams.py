@@ -35,6 +35,15 @@ KEY_STEP = 0x57E9  # draws from p_θ(x̂'|x̂) in the modular error
 KEY_START = 0x5EED  # the standard normal w of the budget's chain starts
 KEY_START_DATA = 0x5EEE  # the x0 of the budget's exact start x0 + σ_max w
 KEY_GAMMA = 0x6A3A  # Analytic-DPM's Γ estimate
+# a mixture's reference set and the floor's second data set (evaluate, study, optimal_grid) are
+# GaussianMixture.sample_n(n, seed + offset)
+REF_OFFSET, FLOOR_OFFSET = 10_000, 20_000
+
+
+def reference_sets(mixture: GaussianMixture, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference data set that samples are scored against and an independent second one that
+    gives the floor (the same score between two data sets at the same n)."""
+    return mixture.sample_n(n, seed=seed + REF_OFFSET), mixture.sample_n(n, seed=seed + FLOOR_OFFSET)
 
 
 def default_dtype(denoiser) -> torch.dtype:

@@ -41,10 +41,9 @@ from .metrics.mmd import mmd2
 from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import paired, summary
-from .streams import KEY_DATA, default_dtype, draw_data
+from .streams import KEY_DATA, default_dtype, draw_data, reference_sets
 from .train import train_to_end
 
-_REF_KEY, _FLOOR_KEY = 10_000, 20_000  # sample_n seeds of the reference and floor data sets
 _MMD_N = 1000
 
 
@@ -97,7 +96,7 @@ def quality(mixture, x: torch.Tensor, ref: torch.Tensor, ref_nll: torch.Tensor) 
 def measure(denoiser, process, mixture, settings: Settings, seed: int) -> dict:
     """Quality and error-propagation measurements of one denoiser, with sampling noise ``seed``."""
     n = settings.n
-    ref = mixture.sample_n(n, seed=seed + _REF_KEY)
+    ref = reference_sets(mixture, n, seed)[0]
     ref_nll = _nll(mixture, ref)
     res: dict = {"quality": {}}
     for sampler in settings.samplers:
@@ -125,8 +124,7 @@ def measure(denoiser, process, mixture, settings: Settings, seed: int) -> dict:
 
 def floors(mixture, settings: Settings, seed: int) -> dict:
     """The data-vs-data value of every quality metric at the study's n (what a perfect model gets)."""
-    ref = mixture.sample_n(settings.n, seed=seed + _REF_KEY)
-    other = mixture.sample_n(settings.n, seed=seed + _FLOOR_KEY)
+    ref, other = reference_sets(mixture, settings.n, seed)
     return quality(mixture, other, ref, _nll(mixture, ref))
 
 

@@ -327,8 +327,6 @@ def reference_stats(
     root: str | os.PathLike | None = None,
     seed: int = 0,
     epochs: int | None = None,
-    n: int | None = None,
-    subset_seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> FeatureStats:
@@ -338,8 +336,6 @@ def reference_stats(
         name, root, seed, epochs: pick the classifier, as in :func:`load_or_train_classifier`
             (trained on first use).
         split: ``"train"`` or ``"test"``.
-        n: use a random subset of n images (drawn with ``subset_seed``), e.g. the train side of
-            the FD floor at the same n as the samples; ``None``: the whole split.
         device: where to compute features.
         progress: show progress bars.
 
@@ -348,22 +344,13 @@ def reference_stats(
     """
     s = TrainSettings(name=name, root=None if root is None else os.fspath(root), seed=seed,
                       epochs=epochs).resolved()  # fmt: skip
-    part = "all" if n is None else f"n{n}-s{subset_seed}"
-    path = classifier_dir(s) / "stats" / f"{split}-{part}.npz"
+    path = classifier_dir(s) / "stats" / f"{split}-all.npz"
     if path.is_file():
         return FeatureStats.load(path)
     model, _ = load_or_train_classifier(name, root, seed, epochs, device=device, progress=progress)
     data = load_images(name, split, s.root)
     x = data.x
-    if n is not None:
-        if not 2 <= n <= len(data):
-            raise ErrpropError(
-                f"reference_stats: n={n} is outside 2..{len(data)} ({name} {split} size)"
-            )
-        g = torch.Generator().manual_seed(subset_seed)
-        x = x[torch.randperm(len(data), generator=g)[:n]]
-    meta = {"data": name, "split": split, "n": x.shape[0], "subset_seed": subset_seed,
-            "classifier": _key(s)}  # fmt: skip
+    meta = {"data": name, "split": split, "n": x.shape[0], "classifier": _key(s)}
     stats = compute_stats(model, x, progress=progress, meta=meta)
     stats.save(path)
     return stats
