@@ -200,6 +200,12 @@ def test_fine_tune_with_sa2_then_export_round_trips_bitwise(tmp_path, capsys):
     # the fine-tuned weights moved away from the init (the training did something)
     init = _unet().state_dict()
     assert any(not torch.equal(init[k], theirs[k]) for k in init)
+    # the run keeps the architecture in its checkpoint: it loads without the init folder
+    import shutil
+
+    shutil.rmtree(folder)
+    again = load_run(run).denoiser.net.unet.state_dict()
+    assert all(torch.equal(again[k], theirs[k]) for k in theirs)
 
 
 def test_export_refuses_an_errprop_network(tmp_path, capsys):

@@ -209,7 +209,13 @@ def load_run(path, ema: bool = True, device: str | torch.device = "cpu", class_l
         raise ErrpropError(f"checkpoint {path}: its config is not valid for this errprop: {e}") from None
     shape = tuple(meta["data_shape"])
     process = build_process(cfg)
-    denoiser = build_denoiser(cfg, shape, process)
+    if cfg.model.net == "diffusers" and "diffusers_unet_config" in meta:  # no need for the init folder
+        from .diffusers_io import unet_from_config
+
+        net = unet_from_config(meta["diffusers_unet_config"], cfg.model.class_label)
+        denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data)
+    else:
+        denoiser = build_denoiser(cfg, shape, process)
     prefix = "ema" if ema else "model"
     checkpoint.load_state(denoiser.net, checkpoint.split(tensors, prefix), f"{prefix} weights")
     denoiser.to(device).eval()

@@ -212,6 +212,14 @@ def build_unet(path: str | None, class_label: int | None = None, dropout: float 
     return DiffusersUNet(unet, class_label)
 
 
+def unet_from_config(unet_config: dict, class_label: int | None = None) -> nn.Module:
+    """A :class:`DiffusersUNet` built from a saved UNet config (weights to be loaded by the caller)."""
+    from diffusers import UNet2DModel
+
+    config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
+    return DiffusersUNet(UNet2DModel.from_config(config), class_label)
+
+
 def load_diffusers(path: object, device: str | torch.device = "cpu", class_label: int | None = None,
                    data: dict | None = None):
     """A diffusers model folder as an errprop :class:`~errprop.builders.Run` (no network access).

@@ -274,6 +274,8 @@ def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distribute
             opt_tensors, opt_meta = checkpoint.optimizer_tensors(opt)
             meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta,
                     "skipped_nonfinite": skipped}
+            if cfg.model.net == "diffusers":  # the architecture, so the run loads without its init folder
+                meta["diffusers_unet_config"] = dict(net.unet.config)
             try:
                 checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
             except ErrpropError as e:
