@@ -44,6 +44,7 @@ MODEL = ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1
 HAND = {"trailing": ("uniform", {"spacing": "trailing"}), "leading": ("uniform", {"spacing": "leading"}),
         "linspace": ("uniform", {"spacing": "linspace"}), "quadratic": ("quadratic", {}),
         "edm": ("edm", {}), "exponential": ("exponential", {})}
+VERSION = 2  # 2: the DP's first level is free on mixtures (prior KL added); 1: fixed at σ_max
 METRIC = "trimmed"  # the 1 %-trimmed excess cross-entropy: the mean is ruled by a few far samples
 
 
@@ -105,7 +106,7 @@ def main() -> None:
             for sampler in samplers:
                 for k in ks:
                     key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler,
-                           "steps": k}
+                           "steps": k, "version": VERSION}
                     cache = run_dir / f"b8_{sampler}{k}.json"
                     if cache.is_file() and json.loads(cache.read_text())["key"] == key:
                         res = json.loads(cache.read_text())["result"]
@@ -114,7 +115,8 @@ def main() -> None:
                         res = measure(run, mixture, sampler, k, a, seed)
                         atomic_write_text(cache, json.dumps({"key": key, "result": res}))
                     results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
-    write(a, out, results, names, samplers, ks)
+    write(a, out, results, names, samplers, ks,
+          name="b8_optimal_grids" + ("" if a.data == "ring8,random16" else "_" + a.data.replace(",", "_")))
 
 
 def images(a) -> None:

@@ -23,6 +23,7 @@ from errprop.optimal_grid import (
     modular_costs,
     optimize,
     path_cost,
+    prior_costs,
     shortest_path,
 )
 from errprop.process import VPProcess
@@ -114,3 +115,17 @@ def test_cli_writes_a_grid_that_sample_and_evaluate_use(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps([1.0, 2.0]))
     assert main(["sample", str(run), "--sigmas", str(tmp_path / "bad.json")]) == 2
     assert "strictly decreasing" in capsys.readouterr().err
+
+
+def test_with_the_prior_cost_the_start_is_free_and_still_optimal():
+    mix, process = GaussianMixture.ring8(), VPProcess()
+    made = hand_made(process, 6, free_start=True)
+    assert {"uniform-leading", "quadratic"} <= set(made)
+    levels = candidates(process, 24, list(made.values()))
+    start = prior_costs(process, mix, levels, n=200)
+    assert start[0] < 1e-3 and start[-1] > start[0]  # at σ_max the prior is (nearly) the truth
+    cost = klub_costs(mix, mix, levels, n=200)
+    grid, value = dp_grid(cost, levels, 6, start)
+    assert grid[-2] == pytest.approx(process.sigma_min) and grid[-1] == 0
+    for name, g in made.items():
+        assert value <= path_cost(cost, levels, g, start) + 1e-12, name

@@ -21,13 +21,16 @@ Anchors, and what is taken from each:
   on the candidate set), while the 1 %-trimmed final excess cross-entropy of n samples with fixed
   noise falls; its cost is counted in sampling runs.
 
-The family searched: grids from σ_max (the process's t = T − 1) to σ_min (t = 0) with N − 1
-steps between candidate levels, then the final step to σ = 0 (which every grid in the family
-shares). Candidates: M levels log-uniform in σ (on a discrete VP process snapped to its
-timesteps) together with the levels of the hand-made grids that share those endpoints (uniform-t
-``linspace``, EDM-ρ, exponential σ), so the DP optimum is never worse than those on its own
-objective (tests check it). Grids with other endpoints (``trailing`` / ``leading`` spacing,
-quadratic-t) are compared by final quality only.
+The family searched: grids that end at σ_min (the process's t = 0) with N − 1 steps between
+candidate levels, then the final step to σ = 0 (which every grid in the family shares). On a
+mixture the first level is free too and the path pays the prior's error there,
+``KL(N(0, prior_std(σ)² I) ‖ q_σ)`` (the ELBO's L_T, exact): starting lower saves steps but starts
+further from the truth. On images, where that KL is unknown, grids start at σ_max (t = T − 1), as
+AYS's do. Candidates: M levels log-uniform in σ (on a discrete VP process snapped to its
+timesteps) together with the levels of the hand-made grids of the family (uniform-t ``linspace``,
+EDM-ρ, exponential σ, and with a free start ``leading`` and quadratic-t), so the DP optimum is
+never worse than those on its own objective (tests check it). ``trailing`` spacing, which stops
+short of σ_min, is compared by final quality only.
 """
 
 from __future__ import annotations
@@ -43,17 +46,24 @@ from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
 from .noise import Noise
 from .process import Process, VPProcess
-from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, default_dtype, draw_data, reference_sets
+from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_START, KEY_STEP, default_dtype, draw_data, reference_sets
 
 OBJECTIVES = ("modular", "klub", "xent")
 
 
-def hand_made(process: Process, n: int) -> dict[str, torch.Tensor]:
-    """The hand-made grids of ``n`` steps that run from σ_max to σ_min (the DP's family)."""
+def hand_made(process: Process, n: int, free_start: bool = False) -> dict[str, torch.Tensor]:
+    """The hand-made grids of ``n`` steps in the DP's family: those ending at σ_min, and starting at
+    σ_max unless ``free_start``."""
+    from .grids import quadratic_t
+
     lo, hi = process.sigma_min, process.sigma_max
     out = {"edm": edm_rho(lo, hi, n), "exponential": exponential(lo, hi, n)}
     if isinstance(process, VPProcess):
         out["uniform-linspace"] = uniform_t(process, n, "linspace")
+        if free_start:
+            out["uniform-leading"] = uniform_t(process, n, "leading")
+            if n <= int(0.8 * process.T) + 1:
+                out["quadratic"] = quadratic_t(process, n)
     return out
 
 
@@ -79,8 +89,10 @@ def candidates(process: Process, m: int = 48, extra: list[torch.Tensor] = ()) ->
     return pool
 
 
-def shortest_path(cost: torch.Tensor, n_edges: int) -> tuple[list[int], float]:
-    """Indices 0 = i_0 < i_1 < … < i_k = M − 1 (k = ``n_edges``) minimising Σ cost[i_j, i_{j+1}].
+def shortest_path(cost: torch.Tensor, n_edges: int,
+                  start_cost: torch.Tensor | None = None) -> tuple[list[int], float]:
+    """Indices i_0 < i_1 < … < i_k = M − 1 (k = ``n_edges``) minimising
+    ``start_cost[i_0] + Σ cost[i_j, i_{j+1}]``; without ``start_cost`` the path starts at i_0 = 0.
 
     ``cost`` is (M, M) with finite entries above the diagonal. Dynamic programming, O(k·M²).
     """
@@ -91,7 +103,10 @@ def shortest_path(cost: torch.Tensor, n_edges: int) -> tuple[list[int], float]:
     c = cost.to(torch.float64).clone()
     c[torch.tril(torch.ones(m, m, dtype=torch.bool))] = math.inf
     best = torch.full((m,), math.inf, dtype=torch.float64)
-    best[0] = 0.0
+    if start_cost is None:
+        best[0] = 0.0
+    else:
+        best[:] = start_cost.to(torch.float64)
     back = []
     for _ in range(n_edges):
         total = best[:, None] + c  # (from, to)
@@ -166,13 +181,32 @@ def klub_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Ten
     return cost
 
 
-def path_cost(cost: torch.Tensor, levels: torch.Tensor, grid: torch.Tensor) -> float:
-    """Σ of ``cost`` along a grid whose positive levels are all candidates (else an error)."""
+def path_cost(cost: torch.Tensor, levels: torch.Tensor, grid: torch.Tensor,
+              start_cost: torch.Tensor | None = None) -> float:
+    """Σ of ``cost`` along a grid whose positive levels are all candidates (else an error), plus
+    ``start_cost`` at its first level."""
     pos = grid[grid > 0].to(torch.float64)
     idx = [int(torch.argmin((levels - s).abs())) for s in pos]
     if any(abs(float(levels[i]) - float(s)) > 1e-9 * float(s) for i, s in zip(idx, pos)):
         raise ErrpropError("optimal grid: a level of the grid is not among the candidates")
-    return float(sum(cost[a, b] for a, b in zip(idx, idx[1:])))
+    start = 0.0 if start_cost is None else float(start_cost[idx[0]])
+    return start + float(sum(cost[a, b] for a, b in zip(idx, idx[1:])))
+
+
+@torch.no_grad()
+def prior_costs(process: Process, mixture: GaussianMixture, levels: torch.Tensor, n: int = 500,
+                seed: int = 0) -> torch.Tensor:
+    """(M,) KL(N(0, prior_std(σ)² I) ‖ q_σ) in nats: the error of starting the sampler at σ from the
+    prior instead of the true marginal (the ELBO's L_T; exact density, Monte Carlo over the prior)."""
+    d = mixture.dim
+    z = Noise.from_seed(seed, n, key=(KEY_START,)).randn(d, dtype=torch.float64)
+    out = []
+    for s in levels.tolist():
+        std = process.prior_std(s)
+        x = std * z
+        log_p = (-0.5 * z**2).sum(1) - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
+        out.append(float((log_p - mixture.log_prob(x, s).double()).mean()))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def with_zero(levels: torch.Tensor, path: list[int]) -> torch.Tensor:
@@ -180,11 +214,13 @@ def with_zero(levels: torch.Tensor, path: list[int]) -> torch.Tensor:
     return torch.cat([levels[path], levels.new_zeros(1)])
 
 
-def dp_grid(cost: torch.Tensor, levels: torch.Tensor, n_steps: int) -> tuple[torch.Tensor, float]:
-    """The grid of ``n_steps`` steps minimising the summed per-step cost, and that minimum."""
+def dp_grid(cost: torch.Tensor, levels: torch.Tensor, n_steps: int,
+            start_cost: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """The grid of ``n_steps`` steps minimising the summed per-step cost (plus ``start_cost`` at
+    its first level, which is then free), and that minimum."""
     if n_steps < 2:
         raise ErrpropError("optimal grid: need ≥ 2 steps (one step from σ_max is the whole grid)")
-    path, value = shortest_path(cost, n_steps - 1)
+    path, value = shortest_path(cost, n_steps - 1, start_cost)
     return with_zero(levels, path), value
 
 
@@ -256,9 +292,11 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     if objective == "modular" and not (entry.gaussian and entry.stochastic(opts)):
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub or xent")
-    made = hand_made(run.process, steps)
+    free = mixture is not None  # the prior's error is exact on a mixture: the DP may pick the start
+    made = hand_made(run.process, steps, free_start=free)
     starts_all = every_hand_made(run.process, steps) if objective == "xent" else made
     levels = candidates(run.process, m, list(starts_all.values()))
+    start = prior_costs(run.process, mixture, levels, n=n, seed=seed) if free else None
     log(f"[grid] {len(levels)} candidate levels; objective {objective}")
     if objective == "modular":
         cost = modular_costs(run.denoiser, mixture, levels, sampler, opts, n=n, seed=seed, device=device)
@@ -266,10 +304,11 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
         evals = n * len(levels)
-    grid, value = dp_grid(cost, levels, steps)
+    grid, value = dp_grid(cost, levels, steps, start)
     out = {"objective": objective, "sampler": sampler, "steps": steps, "n": n, "seed": seed,
            "candidates": len(levels), "network_evaluations": evals, "sampling_runs": 0,
-           "hand_made": {name: {"sigmas": g[g > 0].tolist(), "cost": path_cost(cost, levels, g)}
+           "start": "free (prior KL added)" if free else "σ_max",
+           "hand_made": {name: {"sigmas": g[g > 0].tolist(), "cost": path_cost(cost, levels, g, start)}
                          for name, g in made.items()},
            "dp": {"sigmas": grid[grid > 0].tolist(), "cost": value}}
     if objective == "xent":
