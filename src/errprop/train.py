@@ -220,142 +220,189 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
 
 def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context,
            resume_from: str | Path | None = None) -> TrainResult:
-    tc, device = cfg.train, ctx.device
-    if tc.batch_size % ctx.world:
-        raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by {ctx.world} ranks")
-    local = tc.batch_size // ctx.world
-    if cfg.loss.name == "ep" and local < 4:
-        raise ErrpropError(f"config: loss 'ep' needs ≥ 4 samples per rank (two half-batches of ≥ 2); "
-                           f"train.batch_size {tc.batch_size} over {ctx.world} ranks gives {local}")
+    trainer = _Trainer(cfg, run, ctx)
+    trainer.restore(resume, resume_from)
+    trainer.prepare_folder(resume_from)
+    return trainer.loop(progress)
 
-    source = build_source(cfg)
-    process = build_process(cfg)
-    check_sampling(cfg, process, [cfg.sample.steps])  # a sampling config that cannot work fails now
-    if ctx.main and cfg.data.name == "folder" and not (Path(cfg.data.root) / "test").is_dir():
-        tqdm.write(f"warning: data.root {cfg.data.root} has no test/ sub-folder: training works, but "
-                   "`errprop evaluate` scores against held-out images and will need it", file=sys.stderr)
-    _seed_torch(tc.seed, KEY_INIT)  # the initial weights are a function of train.seed
-    denoiser = build_denoiser(cfg, source.shape, process).to(device)
-    loss_fn = build_loss(cfg, process)
-    net = denoiser.net
-    ema = copy.deepcopy(net).requires_grad_(False) if ctx.main else None  # rank 0 keeps the EMA
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    bf16 = use_bf16(tc.precision, cfg.model.net, device)
 
-    start, skipped, saved = 0, 0, None
-    if resume:
+class _Trainer:
+    """The training of one run on one rank, in named steps: build, restore, prepare the folder,
+    then per step draw the batch, update (or skip a non-finite batch), update the EMA, log and
+    checkpoint. The order of every random draw is that of the docstring of :mod:`errprop.train`."""
+
+    def __init__(self, cfg: Config, run: Path, ctx: distributed.Context) -> None:
+        tc = cfg.train
+        if tc.batch_size % ctx.world:
+            raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by "
+                               f"{ctx.world} ranks")
+        self.local = tc.batch_size // ctx.world
+        if cfg.loss.name == "ep" and self.local < 4:
+            raise ErrpropError(f"config: loss 'ep' needs ≥ 4 samples per rank (two half-batches of ≥ 2); "
+                               f"train.batch_size {tc.batch_size} over {ctx.world} ranks gives {self.local}")
+        self.cfg, self.tc, self.run, self.ctx, self.device = cfg, tc, run, ctx, ctx.device
+        self.source = build_source(cfg)
+        process = build_process(cfg)
+        check_sampling(cfg, process, [cfg.sample.steps])  # a sampling config that cannot work fails now
+        if ctx.main and cfg.data.name == "folder" and not (Path(cfg.data.root) / "test").is_dir():
+            tqdm.write(f"warning: data.root {cfg.data.root} has no test/ sub-folder: training works, but "
+                       "`errprop evaluate` scores against held-out images and will need it", file=sys.stderr)
+        _seed_torch(tc.seed, KEY_INIT)  # the initial weights are a function of train.seed
+        self.denoiser = build_denoiser(cfg, self.source.shape, process).to(self.device)
+        self.loss_fn = build_loss(cfg, process)
+        self.net = self.denoiser.net  # the bare module (the denoiser may hold its DDP wrapper)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False) if ctx.main else None  # rank 0 only
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.bf16 = use_bf16(tc.precision, cfg.model.net, self.device)
+        self.start, self.skipped, self.saved = 0, 0, None
+
+    def restore(self, resume: bool, resume_from: str | Path | None) -> None:
+        """Load the weights, EMA, optimiser and counters of the checkpoint to resume from."""
+        run, tc = self.run, self.tc
+        if not resume:
+            if checkpoint.list_checkpoints(run):
+                raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
+            return
         tensors, meta = checkpoint.load(resume_from or run)
-        checkpoint.load_state(net, checkpoint.split(tensors, "model"), "model weights")
-        if ema is not None:
-            checkpoint.load_state(ema, checkpoint.split(tensors, "ema"), "EMA weights")
-        checkpoint.load_optimizer(opt, tensors, meta.get("optim"))
-        start, skipped = meta["step"], int(meta.get("skipped_nonfinite", 0))
-        saved = checkpoint.resolve(resume_from or run)
-        if start > tc.steps:
-            raise ErrpropError(f"{run} is at step {start}, past train.steps = {tc.steps}; "
-                               f"to train on, raise it (e.g. --set train.steps={2 * start})")
-    elif checkpoint.list_checkpoints(run):
-        raise ErrpropError(f"{run} already holds a run; use --resume {run} or another --out")
-    ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
-    if ctx.main:
-        run.mkdir(parents=True, exist_ok=True)
-        files.atomic_write_text(run / "config.yaml", dump(cfg))
-        _trim_metrics(run / "metrics.jsonl", start)  # rows past the checkpoint are rewritten
-        if resume_from is not None:
-            checkpoint.set_aside_after(run, start)
-    denoiser.net = ctx.wrap(net)  # gradients averaged across ranks; `net` stays the bare module
+        checkpoint.load_state(self.net, checkpoint.split(tensors, "model"), "model weights")
+        if self.ema is not None:
+            checkpoint.load_state(self.ema, checkpoint.split(tensors, "ema"), "EMA weights")
+        checkpoint.load_optimizer(self.opt, tensors, meta.get("optim"))
+        self.start, self.skipped = meta["step"], int(meta.get("skipped_nonfinite", 0))
+        self.saved = checkpoint.resolve(resume_from or run)
+        if self.start > tc.steps:
+            raise ErrpropError(f"{run} is at step {self.start}, past train.steps = {tc.steps}; "
+                               f"to train on, raise it (e.g. --set train.steps={2 * self.start})")
 
-    def commit(step: int) -> Path:
+    def prepare_folder(self, resume_from: str | Path | None) -> None:
+        """Rank 0 writes the config, trims the log to the checkpoint and sets later checkpoints aside;
+        then every rank wraps the network for gradient averaging."""
+        ctx, run = self.ctx, self.run
+        ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
+        if ctx.main:
+            run.mkdir(parents=True, exist_ok=True)
+            files.atomic_write_text(run / "config.yaml", dump(self.cfg))
+            _trim_metrics(run / "metrics.jsonl", self.start)  # rows past the checkpoint are rewritten
+            if resume_from is not None:
+                checkpoint.set_aside_after(run, self.start)
+        self.denoiser.net = ctx.wrap(self.net)  # gradients averaged across ranks
+
+    def batch(self, step: int) -> tuple[torch.Tensor, Noise]:
+        """This rank's x0 and loss noise of ``step`` (and the step's global torch seed)."""
+        tc = self.tc
+        _seed_torch(tc.seed, KEY_TRAIN_STEP, step)  # dropout and any other global-RNG use
+        first = step * tc.batch_size + self.ctx.rank * self.local  # global number of this rank's 1st sample
+        idx = np.arange(first, first + self.local)
+        return self.source.batch(tc.seed, idx).to(self.device), Noise(stream_seeds(tc.seed, idx, KEY_LOSS),
+                                                                       self.device)
+
+    def update(self, step: int, x0: torch.Tensor, noise: Noise) -> tuple[dict, torch.Tensor] | None:
+        """Loss, backward and the optimiser step; returns (stats, gradient norm), or None for a
+        non-finite batch that was skipped (an error once train.skip_nonfinite are used up).
+
+        Steps are named as in metrics.jsonl: the update made here is step ``step + 1``. Every
+        verdict is taken on values equal on all ranks (means over ranks, or the norm of the averaged
+        gradients), so all ranks take the same branch.
+        """
+        tc, opt = self.tc, self.opt
+        for g in opt.param_groups:
+            g["lr"] = _lr(self.cfg, step)
+        self.denoiser.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.loss_fn(self.denoiser, x0, noise)
+        stats = dict(zip(out, self.ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))))
+        grad_norm = torch.tensor(math.nan)
+        opt.zero_grad(set_to_none=True)
+        if torch.isfinite(stats["loss"]):
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip or math.inf)
+        if torch.isfinite(stats["loss"]) and torch.isfinite(grad_norm):
+            opt.step()
+            return stats, grad_norm
+        what = (f"loss is {stats['loss'].item()}" if not torch.isfinite(stats["loss"])
+                else f"gradient norm is {grad_norm.item()}")
+        if self.skipped >= tc.skip_nonfinite:
+            last = checkpoint.list_checkpoints(self.run)
+            raise ErrpropError(
+                f"{what} at step {step + 1}; training stopped. Last good checkpoint: "
+                f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip, "
+                f"or let train.skip_nonfinite skip a few bad batches)")
+        self.skipped += 1  # the same verdict on every rank: skip this batch everywhere
+        opt.zero_grad(set_to_none=True)
+        if self.ctx.main:
+            tqdm.write(f"warning: {what} at step {step + 1}; skipped the batch "
+                       f"({self.skipped} of train.skip_nonfinite = {tc.skip_nonfinite})")
+        return None
+
+    def update_ema(self, step: int) -> None:
+        """Rank 0's EMA after the update of ``step`` (diffusers' warm-up; see :func:`ema_decay`)."""
+        if self.ema is None:
+            return
+        decay = ema_decay(self.tc.ema_decay, step, self.tc.ema_warmup)
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.lerp_(p, 1 - decay)
+            for be, b in zip(self.ema.buffers(), self.net.buffers()):
+                be.copy_(b)
+
+    def commit(self, step: int) -> Path:
         """Rank 0 writes the checkpoint of ``step``; every rank learns whether that worked."""
         error = None
-        if ema is not None:  # rank 0
+        if self.ema is not None:  # rank 0
+            net, cfg = self.net, self.cfg
             tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
-            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-            opt_tensors, opt_meta = checkpoint.optimizer_tensors(opt)
-            meta = {"config": cfg.to_dict(), "data_shape": list(source.shape), "optim": opt_meta,
-                    "skipped_nonfinite": skipped}
+            tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+            opt_tensors, opt_meta = checkpoint.optimizer_tensors(self.opt)
+            meta = {"config": cfg.to_dict(), "data_shape": list(self.source.shape), "optim": opt_meta,
+                    "skipped_nonfinite": self.skipped}
             if cfg.model.net == "diffusers":  # the architecture, so the run loads without its init folder
                 meta["diffusers_unet_config"] = dict(net.unet.config)
             try:
-                checkpoint.save(run, step, tensors | opt_tensors, meta, keep_last=tc.keep_last)
+                checkpoint.save(self.run, step, tensors | opt_tensors, meta, keep_last=self.tc.keep_last)
             except ErrpropError as e:
                 error = e
-        (failed,) = ctx.agree(error is not None)
+        (failed,) = self.ctx.agree(error is not None)
         if error is not None:
             raise error
         if failed:
             raise ErrpropError(f"rank 0 could not write the checkpoint of step {step}; see its message")
-        return checkpoint.checkpoint_path(run, step)
+        return checkpoint.checkpoint_path(self.run, step)
 
-    log = _Log(run, start) if ctx.main else None
-    bar = tqdm(total=tc.steps, initial=start, disable=not progress, desc=f"train {run.name}",
-               unit="step", dynamic_ncols=True, mininterval=1.0)
-    step, t0 = start, time.time()
-    try:
-        with _StopFlag(verbose=ctx.main) as stop:
-            while step < tc.steps:
-                _seed_torch(tc.seed, KEY_TRAIN_STEP, step)  # dropout and any other global-RNG use
-                first = step * tc.batch_size + ctx.rank * local  # global number of this rank's 1st sample
-                idx = np.arange(first, first + local)
-                x0 = source.batch(tc.seed, idx).to(device)
-                noise = Noise(stream_seeds(tc.seed, idx, KEY_LOSS), device)
-                for g in opt.param_groups:
-                    g["lr"] = _lr(cfg, step)
-                denoiser.train()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = loss_fn(denoiser, x0, noise)
-                # Steps are named as in metrics.jsonl: the update made here is step `step + 1`.
-                # Every verdict below is taken on values that are equal on all ranks (means over
-                # ranks, or the norm of the averaged gradients), so all ranks take the same branch.
-                stats = dict(zip(out, ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))))
-                grad_norm = torch.tensor(math.nan)
-                opt.zero_grad(set_to_none=True)
-                if torch.isfinite(stats["loss"]):
-                    out["loss"].backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
-                if not (torch.isfinite(stats["loss"]) and torch.isfinite(grad_norm)):
-                    what = (f"loss is {stats['loss'].item()}" if not torch.isfinite(stats["loss"])
-                            else f"gradient norm is {grad_norm.item()}")
-                    if skipped >= tc.skip_nonfinite:
-                        last = checkpoint.list_checkpoints(run)
-                        raise ErrpropError(
-                            f"{what} at step {step + 1}; training stopped. Last good checkpoint: "
-                            f"{last[-1] if last else 'none'} (try a lower train.lr or train.grad_clip, "
-                            f"or let train.skip_nonfinite skip a few bad batches)")
-                    skipped += 1  # the same verdict on every rank: skip this batch everywhere
-                    opt.zero_grad(set_to_none=True)
-                    if ctx.main:
-                        tqdm.write(f"warning: {what} at step {step + 1}; skipped the batch "
-                                   f"({skipped} of train.skip_nonfinite = {tc.skip_nonfinite})")
-                else:
-                    opt.step()
-                    if ema is not None:
-                        decay = ema_decay(tc.ema_decay, step, tc.ema_warmup)
-                        with torch.no_grad():
-                            for pe, p in zip(ema.parameters(), net.parameters()):
-                                pe.lerp_(p, 1 - decay)
-                            for be, b in zip(ema.buffers(), net.buffers()):
-                                be.copy_(b)
-                    if log is not None and ((step + 1) % tc.log_every == 0 or step + 1 == tc.steps):
-                        row = {"step": step + 1, **{k: float(v) for k, v in stats.items()},
-                               "grad_norm": float(grad_norm), "lr": _lr(cfg, step),
-                               "time": round(time.time() - t0, 3)}
-                        log.write(row)
-                        bar.set_postfix(loss=f"{row['loss']:.4g}")
-                step += 1
-                bar.update(1)
-                if step % tc.ckpt_every == 0 or step == tc.steps:
-                    saved = commit(step)
-                if ctx.agree(stop.signum is not None)[0]:  # all ranks stop at the same step
-                    break
-            interrupted = step < tc.steps
-            if interrupted and saved != checkpoint.checkpoint_path(run, step):
-                saved = commit(step)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    return TrainResult(run, step, interrupted, saved, start)
+    def loop(self, progress: bool) -> TrainResult:
+        """Train from the restored step to train.steps, or until a SIGINT/SIGTERM on any rank."""
+        tc, ctx, run = self.tc, self.ctx, self.run
+        log = _Log(run, self.start) if ctx.main else None
+        bar = tqdm(total=tc.steps, initial=self.start, disable=not progress, desc=f"train {run.name}",
+                   unit="step", dynamic_ncols=True, mininterval=1.0)
+        step, t0 = self.start, time.time()
+        try:
+            with _StopFlag(verbose=ctx.main) as stop:
+                while step < tc.steps:
+                    x0, noise = self.batch(step)
+                    done = self.update(step, x0, noise)
+                    if done is not None:
+                        stats, grad_norm = done
+                        self.update_ema(step)
+                        if log is not None and ((step + 1) % tc.log_every == 0 or step + 1 == tc.steps):
+                            row = {"step": step + 1, **{k: float(v) for k, v in stats.items()},
+                                   "grad_norm": float(grad_norm), "lr": _lr(self.cfg, step),
+                                   "time": round(time.time() - t0, 3)}
+                            log.write(row)
+                            bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    step += 1
+                    bar.update(1)
+                    if step % tc.ckpt_every == 0 or step == tc.steps:
+                        self.saved = self.commit(step)
+                    if ctx.agree(stop.signum is not None)[0]:  # all ranks stop at the same step
+                        break
+                interrupted = step < tc.steps
+                if interrupted and self.saved != checkpoint.checkpoint_path(run, step):
+                    self.saved = self.commit(step)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return TrainResult(run, step, interrupted, self.saved, self.start)
 
 
 class _Log:
