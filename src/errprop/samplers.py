@@ -249,9 +249,10 @@ def nfe(name: str, n_steps: int) -> int:
     return get_sampler(name).nfe(n_steps)
 
 
-def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ...]) -> torch.Tensor:
+def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ...],
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The sampler's start x̂ ~ N(0, prior_std(σ_max)² I): N(0, I) in x_T for VP, σ_max n for VE."""
-    return process.prior_std(sigma_max) * noise.randn(*shape)
+    return process.prior_std(sigma_max) * noise.randn(*shape, dtype=dtype)
 
 
 def sample(

@@ -31,14 +31,15 @@ import torch
 
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
+from ..generate import run_chains
 from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
-from ..samplers import Denoise, nfe, sample
+from ..samplers import Denoise, nfe
 from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE, default_dtype, draw_data
 from ._util import data_dim, grid_fields, to_space
-from .modular import resolve_step, step_name
+from .modular import step_name
 
 MIXTURE_METRICS = ("mmd2", "swd", "xent", "kl")
 SAMPLE_METRICS = ("mmd2", "swd")
@@ -102,30 +103,9 @@ def chain_samples(
     Returns:
         ``{j: x̂_j}``, each (n, *shape) on the CPU, in x̂ space (unscaled).
     """
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    keep = set(range(len(sigmas)) if record is None else record)
-    if not keep or not all(0 <= j < len(sigmas) for j in keep):
-        raise ErrpropError(f"chain_samples: record {sorted(keep)} must be grid points in "
-                           f"0..{len(sigmas) - 1}")
-    step_fn = resolve_step(step)
-    streams = Noise.from_seed(seed, n, device=device)
-    bs = batch_size or n
-    parts: dict[int, list[torch.Tensor]] = {j: [] for j in keep}
-    for a in range(0, n, bs):
-        noise = streams[a:a + bs]
-        if start is None:
-            x = process.prior_std(float(sigmas[0])) * noise.randn(*shape, dtype=dtype)
-        else:
-            x = start[a:a + bs].to(device=device, dtype=dtype)
-        if 0 in keep:
-            parts[0].append(x.cpu())
-
-        def callback(info, parts=parts):
-            if info["i"] + 1 in keep:
-                parts[info["i"] + 1].append(info["x_next"].cpu())
-
-        sample(denoiser, x, sigmas, noise, step_fn, callback, **(options or {}))
-    return {j: torch.cat(v) for j, v in sorted(parts.items())}
+    record = range(len(torch.as_tensor(sigmas))) if record is None else record
+    return run_chains(denoiser, process, sigmas, n, shape, seed=seed, step=step, options=options,
+                      record=record, start=start, batch_size=batch_size, dtype=dtype, device=device)
 
 
 def knn_entropy(x: torch.Tensor, k: int = 3, chunk: int = 1024) -> float:
