@@ -84,6 +84,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / "b8"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--report", action="store_true",
+                   help="write the tables from the finished seed × setting results only (computes nothing)")
     p.add_argument("--images", help="a folder of trained image runs seed*/ (FD instead of exact xent)")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
@@ -100,9 +102,9 @@ def main() -> None:
             cfg = config_mod.load(overrides=DATA[data] + MODEL + [
                 f"train.steps={a.train_steps}", f"train.ckpt_every={a.train_steps}", f"train.seed={seed}"])
             run_dir = out / data / f"seed{seed}"
-            train_to_end(cfg, run_dir, progress=False)
-            run = load_run(run_dir)
-            mixture = load_data(cfg, "train")
+            if not a.report:
+                train_to_end(cfg, run_dir, progress=False)
+                run, mixture = load_run(run_dir), load_data(cfg, "train")
             for sampler in samplers:
                 for k in ks:
                     key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler,
@@ -110,6 +112,8 @@ def main() -> None:
                     cache = run_dir / f"b8_{sampler}{k}.json"
                     if cache.is_file() and json.loads(cache.read_text())["key"] == key:
                         res = json.loads(cache.read_text())["result"]
+                    elif a.report:
+                        continue
                     else:
                         print(f"[b8] {data} seed {seed} {sampler}-{k}", flush=True)
                         res = measure(run, mixture, sampler, k, a, seed)
@@ -201,7 +205,8 @@ def write(a, out: Path, results: dict, names, samplers, ks, metric_label: str | 
                     verdicts[f"{data} {setting} {g}"] = beats
                     notes.append(f"{g}: {d['mean']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}]"
                                  + (" **beats**" if beats else " does not beat"))
-            lines.append(f"| {setting} | " + " | ".join(cells)
+            label = setting + (f" ({len(seeds)} of {a.seeds} seeds)" if len(seeds) != a.seeds else "")
+            lines.append(f"| {label} | " + " | ".join(cells)
                          + f" | best hand-made: {best}; " + "; ".join(notes) + " |")
         cost = {g: c for by_seed in results[data].values() for r in by_seed.values()
                 for g, c in r["cost"].items()}
