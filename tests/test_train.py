@@ -135,3 +135,25 @@ def test_train_to_end_refuses_a_folder_with_another_config(tmp_path):
     with pytest.raises(ErrpropError, match="another config"):
         train_to_end(config.load(overrides=FAST + ["train.steps=3", "loss.name=sa"]), tmp_path / "r",
                      progress=False)
+
+
+def test_train_to_end_accepts_a_run_saved_before_a_field_was_added(tmp_path):
+    """A config.yaml without a field added later (it takes its default) is the same run, not another."""
+    import yaml
+
+    from errprop import config as config_mod
+    from errprop.train import train_to_end
+
+    small = ["model.width=16", "model.depth=1", "train.ckpt_every=2"]
+    cfg = config_mod.load(overrides=["train.steps=4", *small])
+    run = tmp_path / "run"
+    train_to_end(config_mod.load(overrides=["train.steps=2", *small]), run, progress=False)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    del raw["sample"]["thresholding"], raw["process"]["betas"]  # as written by an older errprop
+    raw["train"]["steps"] = 4
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert train_to_end(cfg, run, progress=False).step == 4
+    raw["loss"]["name"] = "sa"
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ErrpropError, match="another config"):
+        train_to_end(cfg, run, progress=False)

@@ -192,6 +192,19 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         ctx.close()
 
 
+def same_config(path: Path, cfg: Config) -> bool:
+    """Whether the config saved at ``path`` is ``cfg``, compared as validated configs — so a run saved
+    before a field was added (which then takes its default) is still the same run."""
+    from .config import from_dict, read_yaml
+
+    if not path.is_file():
+        return False
+    try:
+        return from_dict(read_yaml(path)).to_dict() == cfg.to_dict()
+    except ErrpropError:
+        return False
+
+
 def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainResult:
     """Train ``run`` to ``cfg.train.steps`` for a script that measures the result afterwards.
 
@@ -203,8 +216,7 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     """
     run = Path(run)
     if checkpoint.list_checkpoints(run):
-        old = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
-        if old != dump(cfg):
+        if not same_config(run / "config.yaml", cfg):
             raise ErrpropError(f"{run} holds a run with another config; delete it or use another folder")
         _, meta = checkpoint.load(run)
         if meta["step"] >= cfg.train.steps:
