@@ -312,10 +312,8 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
                          for name, g in made.items()},
            "dp": {"sigmas": grid[grid > 0].tolist(), "cost": value}}
     if objective == "xent":
-        sample_opts = {k: v for k, v in user.items() if k in ("eta", "variance", "s_churn", "clip")}
-
         def score(g: torch.Tensor) -> float:
-            res = final_xent(run.denoiser, run.process, mixture, g, sampler, n, seed + 1, sample_opts)
+            res = final_xent(run.denoiser, run.process, mixture, g, sampler, n, seed + 1, user)
             return res["trimmed"]
 
         starts = {"dp": grid, **starts_all}
@@ -326,8 +324,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
         out.update(start=first, sampling_runs=len(starts) + calls - 1, start_values=start_scores)
     out.update(sigmas=grid[grid > 0].tolist(), value=value)
     if oracle:
-        sample_opts = {k: v for k, v in user.items() if k in ("eta", "variance", "s_churn", "clip")}
-        exact = {name: final_xent(run.denoiser, run.process, mixture, g, sampler, n, seed + 2, sample_opts)
+        exact = {name: final_xent(run.denoiser, run.process, mixture, g, sampler, n, seed + 2, user)
                  for name, g in {"optimized": grid, **made}.items()}
         out["final_xent"] = exact
         out["sampling_runs"] += len(exact)
