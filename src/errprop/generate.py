@@ -34,7 +34,8 @@ def run_chains(
     desc: str = "sample",
 ) -> dict[int, torch.Tensor]:
     """Run ``n`` sampler chains over ``sigmas`` in batches and keep their states at the grid points
-    ``record`` (default: the last) — the one batched driver of :func:`errprop.samplers.sample`.
+    ``record`` (default: all) — the one batched driver of :func:`errprop.samplers.sample`, behind
+    :func:`generate` and the diagnostics' recorded chains.
 
     Chain i uses the per-sample stream ``(seed, i)`` (:class:`~errprop.noise.Noise`) for its start
     and its injected noise, so every state depends on (seed, i) only, never on batching or on
@@ -45,7 +46,7 @@ def run_chains(
         ``{j: x̂_j}`` (state after j steps, 0 = the start), each (n, *shape) on the CPU, in x̂ space.
     """
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    keep = {len(sigmas) - 1} if record is None else set(record)
+    keep = set(range(len(sigmas)) if record is None else record)
     if not keep or not all(0 <= j < len(sigmas) for j in keep):
         raise ErrpropError(f"chains: record {sorted(keep)} must be grid points in 0..{len(sigmas) - 1}")
     streams = Noise.from_seed(seed, n, device=device)
@@ -96,5 +97,5 @@ def generate(
     kwargs = step_options(sampler, len(sigmas) - 1, process, **options)
     last = len(sigmas) - 1
     return run_chains(denoiser, process, sigmas, n, shape, seed=seed, step=sampler, options=kwargs,
-                      batch_size=batch_size, device=device, callback=callback, progress=progress,
-                      desc=f"sample {sampler}-{steps}")[last].float()
+                      record=[last], batch_size=batch_size, device=device, callback=callback,
+                      progress=progress, desc=f"sample {sampler}-{steps}")[last].float()

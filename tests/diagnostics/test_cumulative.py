@@ -10,13 +10,12 @@ import torch
 from errprop.data.gmm import GaussianMixture
 from errprop.diagnostics.cumulative import (
     amplification,
-    chain_samples,
     cumulative_error,
     knn_entropy,
     sample_distances,
 )
 from errprop.errors import ErrpropError
-from errprop.generate import generate
+from errprop.generate import generate, run_chains
 from errprop.grids import make_grid
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
@@ -33,15 +32,16 @@ def test_one_recorded_chain_equals_separate_runs_to_each_point(mix):
     sigmas = make_grid("uniform", process, 8)
     n, seed = 64, 3
     opts = {"variance": "small"}
-    one = chain_samples(mix, process, sigmas, n, (2,), seed=seed, options=opts, dtype=torch.float64)
+    one = run_chains(mix, process, sigmas, n, (2,), seed=seed, step="ddpm", options=opts,
+                     dtype=torch.float64)
     prof = cumulative_error(mix, process, mix, sigmas, n=n, seed=seed, options=opts,
                             metrics=("mmd2", "swd", "xent"), floor=False)
     x0 = draw_data(mix, n, seed, KEY_DATA).double()
     eps = Noise.from_seed(seed, n, key=(KEY_DATA_NOISE,)).randn(2, dtype=torch.float64)
     for j in range(1, len(sigmas)):
         # a separate run: a fresh chain with the same seeds on the grid cut at point j
-        sep = chain_samples(mix, process, sigmas[: j + 1], n, (2,), seed=seed, options=opts,
-                            record=[j], dtype=torch.float64)[j]
+        sep = run_chains(mix, process, sigmas[: j + 1], n, (2,), seed=seed, step="ddpm", options=opts,
+                         record=[j], dtype=torch.float64)[j]
         assert torch.equal(sep, one[j])
         s = float(sigmas[j])
         scale = float(process.scale(torch.tensor(s, dtype=torch.float64)))
@@ -53,8 +53,8 @@ def test_one_recorded_chain_equals_separate_runs_to_each_point(mix):
     # the last point is exactly what `errprop sample` draws with the same seed, whatever the batch
     final = generate(mix, process, (2,), n, seed=seed, sampler="ddpm", steps=8, batch_size=10)
     torch.testing.assert_close(one[8].float(), final)
-    batched = chain_samples(mix, process, sigmas, n, (2,), seed=seed, options=opts, batch_size=7,
-                            record=[4], dtype=torch.float64)
+    batched = run_chains(mix, process, sigmas, n, (2,), seed=seed, step="ddpm", options=opts,
+                         batch_size=7, record=[4], dtype=torch.float64)
     assert torch.equal(batched[4], one[4])
 
 

@@ -10,7 +10,7 @@ plain dict of per-step lists (σ grid, VP timestep t, n, seed) ready for ``json.
 
 from ..files import to_jsonable
 from .budget import compare_schedules, converged_reference, error_budget
-from .cumulative import amplification, chain_samples, cumulative_error, knn_entropy
+from .cumulative import amplification, cumulative_error, knn_entropy
 from .gap import default_start, estimation_gap
 from .modular import denoising_excess, modular_error, reverse_transition_log_prob, step_moments
 from .plots import choose_yscale, plot_steps
@@ -19,7 +19,6 @@ from .run import WHATS, diagnose
 __all__ = [
     "WHATS",
     "amplification",
-    "chain_samples",
     "choose_yscale",
     "compare_schedules",
     "converged_reference",

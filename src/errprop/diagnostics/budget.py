@@ -35,6 +35,7 @@ import torch
 
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
+from ..generate import run_chains
 from ..grids import edm_rho, make_grid
 from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
@@ -43,7 +44,6 @@ from ..process import Process
 from ..samplers import Denoise, is_stochastic
 from ..streams import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA, default_dtype, draw_data
 from ._util import grid_fields
-from .cumulative import chain_samples
 from .modular import step_name
 
 DS_GRIDS = ("edm", "exponential")
@@ -91,8 +91,8 @@ def converged_reference(mixture: GaussianMixture, process: Process, start: torch
     """The probability-flow ODE solved from ``start`` at σ_max with the exact denoiser: Heun on an
     EDM ρ = 7 grid of ``steps`` steps down to ``sigma_min`` and then to 0 (float64)."""
     grid = edm_rho(sigma_min, sigma_max, steps)
-    out = chain_samples(mixture, process, grid, len(start), tuple(start.shape[1:]), seed=seed,
-                        step="heun", record=[steps], start=start, dtype=torch.float64)
+    out = run_chains(mixture, process, grid, len(start), tuple(start.shape[1:]), seed=seed,
+                     step="heun", record=[steps], start=start, dtype=torch.float64)
     return out[steps]
 
 
@@ -152,8 +152,8 @@ def error_budget(
     true_start = x0 + smax * w
 
     def run(d, start, dt):
-        return chain_samples(d, process, sigmas, n, shape, seed=seed, step=sampler, options=options,
-                             record=[m], start=start, dtype=dt)[m].double()
+        return run_chains(d, process, sigmas, n, shape, seed=seed, step=sampler, options=options,
+                          record=[m], start=start, dtype=dt)[m].double()
 
     a = run(mixture, prior_start, torch.float64)
     b = run(mixture, true_start, torch.float64)

@@ -71,43 +71,6 @@ def record_points(n_points: int, points: int | Sequence[int] | None) -> list[int
     return idx
 
 
-@torch.no_grad()
-def chain_samples(
-    denoiser: Denoise,
-    process: Process,
-    sigmas: torch.Tensor,
-    n: int,
-    shape: tuple[int, ...],
-    *,
-    seed: int = 0,
-    step: str | Callable = "ddpm",
-    options: dict | None = None,
-    record: Sequence[int] | None = None,
-    start: torch.Tensor | None = None,
-    batch_size: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-) -> dict[int, torch.Tensor]:
-    """Run one sampler chain over ``sigmas`` and keep its samples at the grid points ``record``.
-
-    Args:
-        sigmas: the grid σ_0 > … > σ_m = 0; point j is the state after j steps (0 = the start).
-        n, shape: number of chains and the shape of one sample.
-        seed: chain i uses the per-sample stream ``(seed, i)`` (:class:`~errprop.noise.Noise`), the
-            one :func:`errprop.generate.generate` uses: start, injected noise and hence every
-            recorded sample depend on (seed, i) only, not on batching or on ``record``.
-        start: x̂ at σ_0, (n, *shape); default the prior ``N(0, prior_std(σ_0)² I)`` drawn from the
-            chain's own streams (as :func:`errprop.samplers.prior`).
-        record: grid-point indices to keep (default all m + 1).
-
-    Returns:
-        ``{j: x̂_j}``, each (n, *shape) on the CPU, in x̂ space (unscaled).
-    """
-    record = range(len(torch.as_tensor(sigmas))) if record is None else record
-    return run_chains(denoiser, process, sigmas, n, shape, seed=seed, step=step, options=options,
-                      record=record, start=start, batch_size=batch_size, dtype=dtype, device=device)
-
-
 def knn_entropy(x: torch.Tensor, k: int = 3, chunk: int = 1024) -> float:
     """Kozachenko–Leonenko entropy estimate (nats) of samples x (n, d):
     ``ψ(n) − ψ(k) + log V_d + (d/n) Σ_i log r_i``, r_i the distance to the k-th nearest neighbour,
@@ -208,8 +171,8 @@ def cumulative_error(
     shape = data_dim(data)
     record = record_points(len(sigmas), points)
     counted = _CountingDenoiser(denoiser)
-    chain = chain_samples(counted, process, sigmas, n, shape, seed=seed, step=step, options=options,
-                          record=record, batch_size=batch_size, dtype=dtype, device=device)
+    chain = run_chains(counted, process, sigmas, n, shape, seed=seed, step=step, options=options,
+                       record=record, batch_size=batch_size, dtype=dtype, device=device)
     x0 = draw_data(data, n, seed, KEY_DATA).double()
     eps = Noise.from_seed(seed, n, key=(KEY_DATA_NOISE,)).randn(*shape, dtype=torch.float64)
     if floor:
