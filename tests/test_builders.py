@@ -71,3 +71,22 @@ def test_every_process_sampler_and_grid_samples(process, sampler, grid):
     x = generate(den, proc, (2,), 8, sampler=sampler, steps=cfg.sample.steps, grid=grid,
                  grid_options=grid_options(cfg), clip=sample_clip(cfg))
     assert x.shape == (8, 2) and torch.isfinite(x).all()
+
+
+def test_load_run_follows_the_runs_sample_ema_unless_told(tmp_path):
+    from errprop.builders import load_run
+
+    cfg = config.load(overrides=SMALL + ["train.steps=3", "train.ckpt_every=3", "train.ema_decay=0.5",
+                                         "train.ema_warmup=false"])
+    train(cfg, tmp_path / "run", progress=False)
+    ema, raw = (load_run(tmp_path / "run", ema=e).denoiser.net.state_dict() for e in (True, False))
+    differ = [k for k in ema if not torch.equal(ema[k], raw[k])]
+    assert differ, "EMA and raw weights are equal after 3 steps at decay 0.5: the test sees nothing"
+    default = load_run(tmp_path / "run").denoiser.net.state_dict()
+    assert all(torch.equal(default[k], ema[k]) for k in ema)
+    cfg_raw = config.load(overrides=SMALL + ["train.steps=3", "train.ckpt_every=3", "train.ema_decay=0.5",
+                                             "train.ema_warmup=false", "sample.ema=false"])
+    train(cfg_raw, tmp_path / "raw", progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(
+        load_run(tmp_path / "raw").denoiser.net.state_dict().values(),
+        load_run(tmp_path / "raw", ema=False).denoiser.net.state_dict().values(), strict=True))

@@ -184,11 +184,14 @@ class Run:
     source: str = "errprop"  #: or "diffusers" (a model folder loaded by errprop.diffusers_io)
 
 
-def load_run(path, ema: bool = True, device: str | torch.device = "cpu", class_label: int | None = None,
+def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu", class_label: int | None = None,
              data: dict | None = None) -> Run:
     """Load the latest checkpoint of a run folder (or a given checkpoint file), or a diffusers model
     folder named ``diffusers:PATH`` (then ``class_label`` and ``data`` apply; see
-    :func:`errprop.diffusers_io.load_diffusers`)."""
+    :func:`errprop.diffusers_io.load_diffusers`).
+
+    ``ema``: load the EMA weights (True) or the raw ones (False); ``None`` follows the run's
+    ``sample.ema`` (default True, as diffusers users expect)."""
     from pathlib import Path
 
     from .diffusers_io import is_diffusers, load_diffusers
@@ -216,7 +219,7 @@ def load_run(path, ema: bool = True, device: str | torch.device = "cpu", class_l
         denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data)
     else:
         denoiser = build_denoiser(cfg, shape, process)
-    prefix = "ema" if ema else "model"
+    prefix = "ema" if (cfg.sample.ema if ema is None else ema) else "model"
     checkpoint.load_state(denoiser.net, checkpoint.split(tensors, prefix), f"{prefix} weights")
     denoiser.to(device).eval()
     run_dir = Path(path) if Path(path).is_dir() else checkpoint.resolve(path).parent.parent

@@ -34,7 +34,7 @@ def _positive(text: str) -> int:
     return v
 
 
-def _open_run(args: argparse.Namespace, device, ema: bool = True, needs_data: bool = False):
+def _open_run(args: argparse.Namespace, device, ema: bool | None = None, needs_data: bool = False):
     """The run (or ``diffusers:PATH`` model) a command names, with the model-source options."""
     from .builders import load_run
 
@@ -192,7 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = _open_run(args, device, ema=not args.raw)
+    run = _open_run(args, device, ema=False if args.raw else None)
     _use_sigmas(args, run)
     sc = run.config.sample
     sampler = args.sampler or sc.sampler
@@ -321,7 +321,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .diffusers_io import export_diffusers
 
-    print(export_diffusers(args.run, args.out, ema=not args.raw))
+    print(export_diffusers(args.run, args.out, ema=False if args.raw else None))
     return 0
 
 

@@ -201,7 +201,7 @@ class SampleConfig:
     n: int = _f(1000, min=1)
     batch_size: int = _f(1000, min=1)
     seed: int = _f(0)
-    ema: bool = _f(True)  # sample with the EMA weights
+    ema: bool = _f(True)  # sample, evaluate and diagnose with the EMA weights (CLI --raw: raw ones)
 
 
 @dataclass

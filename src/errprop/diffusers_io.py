@@ -242,7 +242,7 @@ def load_diffusers(path: object, device: str | torch.device = "cpu", class_label
     return Run(_strip(path), cfg, process, denoiser, 1, shape, source="diffusers")
 
 
-def export_diffusers(run_dir: object, out: object, ema: bool = True) -> Path:
+def export_diffusers(run_dir: object, out: object, ema: bool | None = None) -> Path:
     """Write a run trained from a diffusers UNet as a ``DDPMPipeline`` folder (``unet/``,
     ``scheduler/``, ``model_index.json``) with the run's EMA (or raw) weights; returns ``out``."""
     from diffusers import DDIMScheduler, DDPMScheduler

@@ -34,6 +34,7 @@ from ..errors import ErrpropError
 from ..generate import run_chains
 from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
+from ..metrics.xent import excess_cross_entropy
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, nfe
@@ -93,11 +94,11 @@ def knn_entropy(x: torch.Tensor, k: int = 3, chunk: int = 1024) -> float:
 def sample_distances(x: torch.Tensor, y: torch.Tensor, metrics: Sequence[str], *,
                      mixture: GaussianMixture | None = None, sigma: float = 0.0,
                      swd_seed: int = 0, bandwidth: float | None = None,
-                     ref_nll: float | None = None) -> dict[str, float]:
+                     ref_nll: torch.Tensor | None = None) -> dict[str, float]:
     """The requested distances between samples x (model) and y (reference), both (n, ...).
 
     ``mmd2`` and ``swd`` compare the tensors as given; ``xent`` and ``kl`` read x and y as x̂ at
-    ``sigma`` of ``mixture`` (``ref_nll``: a precomputed E_y[−log q_σ]).
+    ``sigma`` of ``mixture`` (``ref_nll``: −log q_σ(y), precomputed).
     """
     out: dict[str, float] = {}
     for m in metrics:
@@ -111,13 +112,13 @@ def sample_distances(x: torch.Tensor, y: torch.Tensor, metrics: Sequence[str], *
             if mixture is None:
                 raise ErrpropError(
                     f"metric {m!r} needs a Gaussian-mixture data set (exact density)")
-            nll = -float(mixture.log_prob(x.flatten(1).double(), sigma).mean())
+            nll = -mixture.log_prob(x.flatten(1).double(), sigma)
             if m == "xent":
-                ref = ref_nll if ref_nll is not None else -float(
-                    mixture.log_prob(y.flatten(1).double(), sigma).mean())
-                out[m] = nll - ref
+                ref = ref_nll if ref_nll is not None else -mixture.log_prob(
+                    y.flatten(1).double(), sigma)
+                out[m] = excess_cross_entropy(nll, ref)["mean"]
             else:
-                out[m] = nll - knn_entropy(x)
+                out[m] = float(nll.mean()) - knn_entropy(x)
         else:
             raise ErrpropError(f"unknown metric {m!r}; choose from {MIXTURE_METRICS}")
     return out
@@ -183,7 +184,7 @@ def cumulative_error(
     for j in record:
         s = float(sigmas[j])
         ref = x0 + s * eps
-        ref_nll = (-float(mixture.log_prob(ref.flatten(1), s).mean())
+        ref_nll = (-mixture.log_prob(ref.flatten(1), s)
                    if mixture is not None and "xent" in metrics else None)
 
         def dist(x, s=s, j=j, ref=ref, ref_nll=ref_nll):
