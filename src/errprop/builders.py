@@ -184,8 +184,8 @@ class Run:
     source: str = "errprop"  #: or "diffusers" (a model folder loaded by errprop.diffusers_io)
 
 
-def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu", class_label: int | None = None,
-             data: dict | None = None) -> Run:
+def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
+             class_label: int | None = None, data: dict | None = None) -> Run:
     """Load the latest checkpoint of a run folder (or a given checkpoint file), or a diffusers model
     folder named ``diffusers:PATH`` (then ``class_label`` and ``data`` apply; see
     :func:`errprop.diffusers_io.load_diffusers`).

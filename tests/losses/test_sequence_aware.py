@@ -202,6 +202,22 @@ def test_k_evaluations_are_one_batched_call_and_window_masks():
     assert valid_up[:, 0].tolist() == [True, True, False]
 
 
+def test_images_on_a_cpu_take_k_calls_of_b_with_the_same_loss():
+    """Images on a CPU: the window's K·B points go through the denoiser as K calls of B (faster
+    there, B2); with a denoiser whose rows do not depend on their batch, the loss is the one of a
+    single K·B call (the same data flattened to vectors) bit for bit."""
+    p = VPProcess(T=50)
+    x0 = torch.randn(8, 1, 4, 4)
+    for noise_kind in ("independent", "chain"):
+        loss = SequenceAwareLoss(p, K=3, window_noise=noise_kind)
+        images, vectors = Counting(RowExact()), Counting(RowExact())
+        out_i = loss(images, x0, Noise.from_seed(1, 8))
+        out_v = loss(vectors, x0.flatten(1), Noise.from_seed(1, 8))
+        assert images.batches == [8, 8, 8] and vectors.batches == [24]
+        for key in ("loss", "loss_simple", "loss_sa"):
+            assert torch.equal(out_i[key], out_v[key]), key
+
+
 def test_sa_term_by_hand_and_gradient_through_every_evaluation():
     """L_sa = mean_b ‖(1/K) Σ_j valid·(ε̂_j − ε_j)‖², and each of the K inputs gets gradient."""
     p = VPProcess(T=50)

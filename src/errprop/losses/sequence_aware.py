@@ -11,7 +11,8 @@ x_s has its own noise; L_simple uses the anchor alone; squared norms are summed 
 dimensions. The paper writes the window upwards (s = t..t+K−1, t ∈ {1−K..T}, τ = 0 outside 2..T)
 and weights it by τ; ``direction="up"`` with ``tau="paper"`` is that form.
 
-The K evaluations are one batched call of size K·B, and the loss works with any parameterization
+The K evaluations are one batched call of size K·B (K calls of B for images on a CPU, which
+is faster there), and the loss works with any parameterization
 of the denoiser: ε̂ = (x̂ − D)/σ. Indices are errprop's ``t = 0..T−1`` (paper step t + 1).
 """
 
@@ -165,6 +166,15 @@ class SequenceAwareLoss:
         xs = torch.stack(x).gather(0, inverse)
         return xs, (xs - x0[None]) / b
 
+    @staticmethod
+    def _denoise(denoiser, flat: torch.Tensor, sig: torch.Tensor, B: int) -> torch.Tensor:
+        """D(x̂_s, σ_s) of all K·B window points: one call, except for images on a CPU, where K
+        calls of B are faster (a training step at batch 2B cost 2.6× the step at B there, its
+        activations no longer fitting the caches; B2 measures both)."""
+        if flat.device.type == "cpu" and flat.ndim > 2:
+            return torch.cat([denoiser(x, s) for x, s in zip(flat.split(B), sig.split(B), strict=True)])
+        return denoiser(flat, sig)
+
     def __call__(self, denoiser, x0: torch.Tensor, noise: Noise) -> dict[str, torch.Tensor]:
         sigma_anchor = self._base.sample_sigma(noise).to(x0.device)
         t = self.process.t(sigma_anchor).round().long()
@@ -174,7 +184,7 @@ class SequenceAwareLoss:
         K, B = s.shape
         sig = self.process.sigmas.to(x0.device)[s].to(x0.dtype).reshape(K * B)
         flat = xs.reshape(K * B, *x0.shape[1:])
-        eps_hat = eps_from_denoised(flat, denoiser(flat, sig), sig).reshape(xs.shape)  # one call
+        eps_hat = eps_from_denoised(flat, self._denoise(denoiser, flat, sig, B), sig).reshape(xs.shape)
         err = eps_hat - eps
         per_step = err.flatten(2).pow(2).sum(-1)  # (K, B)
         if self.simple_on == "anchor":

@@ -56,52 +56,67 @@ def _group_mean(v: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class _GroupNormAct(torch.autograd.Function):
-    """``y = act(x̂ · weight + bias)``, x̂ = GroupNorm(x) without affine; weight, bias: (B, C)."""
+    """``y = act(x̂ · weight + bias)``, x̂ = GroupNorm(x) without affine; weight, bias: (B, C).
+
+    Every pass over the activations runs in their dtype: reductions of bf16 tensors accumulate in
+    float32 inside the kernel and round once (asking for a float32 result instead converts the
+    whole tensor first, which took a quarter of a bf16 training step). The per-channel statistics
+    are then combined in float32. Large tensors are centred on (nearly) the per-channel mean m_c
+    before anything is multiplied, so a large mean costs no precision: the forward works on
+    x − m_c and saves it for the backward.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, groups: int, eps: float, act: bool):  # noqa: D102
         xr = _rows(x)
         n, acc = xr.shape[1], torch.promote_types(x.dtype, torch.float32)
-        # Per-channel mean, then per-channel centred second moment (robust to large means), both
-        # at least float32; group statistics combine them (law of total variance).
-        mean_c = xr.sum(1, dtype=acc) / n
-        centred = xr - mean_c[:, None]
-        var_c = (centred * centred).sum(1) / n
-        del centred
+        # Centre on a first estimate m_c of each channel's mean, rounded to x's dtype (then x − m_c
+        # is exact), and take the rest of the mean and the variance from the small centred values:
+        # a bf16 sum rounds to 1/256 of itself, which for a large mean is most of a std.
+        m_c = (xr.sum(1).to(acc) / n).to(x.dtype)
+        centred = xr - m_c[:, None]
+        delta = centred.sum(1).to(acc) / n
+        var_c = (centred * centred).sum(1).to(acc) / n - delta * delta
+        m_c = m_c.to(acc)
+        mean_c = m_c + delta
         mean = _group_mean(mean_c, groups)
-        var = _group_mean(var_c + (mean_c - mean) ** 2, groups)
+        var = _group_mean(var_c + (mean_c - mean) ** 2, groups).clamp_min(0)  # total variance
         rstd = (var + eps).rsqrt()
         a = weight.to(acc) * rstd
-        b = bias.to(acc) - mean * a
-        y = torch.addcmul(b.to(x.dtype)[:, None], xr, a.to(x.dtype)[:, None])
-        ctx.save_for_backward(x, y if act else None, weight, mean, rstd)
-        ctx.groups, ctx.act = groups, act
+        # x̂·w + b = (x − m_c)·a + (b + (m_c − μ)·a): both terms stay small.
+        offset = m_c - mean
+        b = bias.to(acc) + offset * a
+        y = torch.addcmul(b.to(x.dtype)[:, None], centred, a.to(x.dtype)[:, None])
+        ctx.save_for_backward(centred, y if act else None, weight, offset, rstd)
+        ctx.groups, ctx.act, ctx.shape = groups, act, x.shape
         return _unrows(F.silu(y) if act else y, x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102
-        x, y, weight, mean, rstd = ctx.saved_tensors
-        xr, g = _rows(x), _rows(grad_out)
+        centred, y, weight, offset, rstd = ctx.saved_tensors
+        g = _rows(grad_out)
         if ctx.act:
             g = torch.ops.aten.silu_backward(g, y)
-        n = xr.shape[1] * (x.shape[1] // ctx.groups)
-        # Channel sums of g and g·x give every gradient (x̂ = (x − μ) r with r = rstd):
-        #   d bias = Σ g,  d weight = Σ g x̂ = r (Σ g x − μ Σ g),
+        per_group = ctx.shape[1] // ctx.groups
+        n = centred.shape[1] * per_group
+        # With c = x − m_c, d = m_c − μ (per channel) and r = rstd, x̂ = (c + d) r; channel sums of
+        # g and g·c give every gradient:
+        #   d bias = Σ g,  d weight = Σ g x̂ = r (Σ g c + d Σ g),
         #   dx = r w g − r ⟨w g⟩_G − x̂ r ⟨w g x̂⟩_G  (⟨·⟩_G: mean over the group and pixels).
-        acc = mean.dtype
-        sum_g = g.sum(1, dtype=acc)
-        sum_gx = (g * xr).sum(1, dtype=acc)
+        acc = rstd.dtype
+        sum_g = g.sum(1).to(acc)
+        sum_gc = (g * centred).sum(1).to(acc)
         grad_bias = sum_g
-        grad_weight = (sum_gx - mean * sum_g) * rstd
+        grad_weight = (sum_gc + offset * sum_g) * rstd
         w = weight.to(acc)
-        m1 = _group_mean(w * sum_g, ctx.groups) * (x.shape[1] // ctx.groups) / n
-        m2 = _group_mean(w * grad_weight, ctx.groups) * (x.shape[1] // ctx.groups) / n
+        m1 = _group_mean(w * sum_g, ctx.groups) * per_group / n
+        m2 = _group_mean(w * grad_weight, ctx.groups) * per_group / n
         u = -rstd * rstd * m2
-        v = -rstd * m1 - mean * u
-        dt = x.dtype
-        gx = torch.addcmul(v.to(dt)[:, None], xr, u.to(dt)[:, None])
+        v = -rstd * m1 + offset * u  # dx = v + c·u + g·w·r
+        dt = centred.dtype
+        gx = torch.addcmul(v.to(dt)[:, None], centred, u.to(dt)[:, None])
         gx.addcmul_(g, (w * rstd).to(dt)[:, None])
-        grad_x = _unrows(gx, x.shape)
+        grad_x = _unrows(gx, ctx.shape)
         return grad_x, grad_weight.to(weight.dtype), grad_bias.to(weight.dtype), None, None, None
 
 
