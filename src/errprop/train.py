@@ -279,7 +279,10 @@ class _Trainer:
         self.loss_fn = build_loss(cfg, process)
         self.net = self.denoiser.net  # the bare module (the denoiser may hold its DDP wrapper)
         self.ema = copy.deepcopy(self.net).requires_grad_(False) if ctx.main else None  # rank 0 only
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        # The fused kernel: one call for all parameters (PyTorch's CPU default is a Python loop over
+        # them, 8.6 vs 1.4 ms per step for the 1 M-parameter U-Net); the same update.
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                     fused=self.device.type in ("cpu", "cuda"))
         self.bf16 = use_bf16(tc.precision, cfg.model.net, self.device)
         self.start, self.skipped, self.saved = 0, 0, None
 
