@@ -68,7 +68,7 @@ class Stepper:
         torch.manual_seed(0)
         self.den = build_denoiser(cfg, self.shape, self.process)
         self.loss = build_loss(cfg, self.process)
-        self.opt = torch.optim.AdamW(self.den.parameters(), lr=1e-4)
+        self.opt = torch.optim.AdamW(self.den.parameters(), lr=1e-4, fused=True)  # as the trainer
         self.x0 = torch.randn(batch, *self.shape).clamp(-1, 1)
         self.batch, self.bf16, self.n_keys, self.k = batch, bf16, n_keys, 0
         self.rollouts: list[int] = []  # EP: steps of each rollout (h − τ)
