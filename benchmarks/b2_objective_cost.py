@@ -3,9 +3,10 @@
 One training step = loss, backward, AdamW step, at the same batch B. Floors, in network
 forward+backward passes per step relative to the baseline's one pass over B:
 
-- SA-K: K (one batched call of K·B). The script also times the *baseline at batch K·B*: its
-  ratio is the floor this network really offers, since CPU step time is not exactly linear in
-  the batch.
+- SA-K: K (K·B network evaluations: one batched call, or K calls of B for images on a CPU,
+  where that is faster). The script also times the *baseline at batch K·B*: on a CPU its step
+  costs more than K baseline steps (the activations outgrow the caches), which is why SA-K calls
+  the network K times there.
 - EP (L = 5, T = 1000, ``backprop=full``): the base loss on B plus a rollout of min(ℓ, h) steps on
   B/2, h ~ U{1..T−1}, ℓ ~ U{1..L}: ``1 + E[min(ℓ, h)]/2`` = 1 + 2.996/2 = 2.498. Every repeat
   replays the same per-step draws (noise keys 0..steps−1), so each repeat does the same work; the
