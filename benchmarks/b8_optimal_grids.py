@@ -11,6 +11,7 @@ optimised grid and the hand-made grid that is best on average, with a 95 % t-int
     python benchmarks/b8_optimal_grids.py                       # ring8 + random16, 5 seeds
     python benchmarks/b8_optimal_grids.py --quick               # smoke run
     python benchmarks/b8_optimal_grids.py --images runs/e2/c16-s1500/baseline   # Fashion-MNIST, FD
+    python benchmarks/b8_optimal_grids.py --images runs/e2/c16-s1500/baseline --seeds 1 --n 1000
 
 ``--images FOLDER`` scores trained image runs instead (``FOLDER/seed*``, e.g. E2's baselines):
 the KLUB-optimised grid against the hand-made ones by FD on the classifier features with its floor.
@@ -74,7 +75,7 @@ def measure(run, mixture, sampler: str, steps: int, a, seed: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="ring8,random16")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5, help="seeds (with --images: the first N runs)")
     p.add_argument("--steps", default="5,10,20", help="sampling step counts")
     p.add_argument("--samplers", default="ddim,ddpm")
     p.add_argument("--n", type=int, default=2000, help="samples scoring each grid")
@@ -129,7 +130,7 @@ def images(a) -> None:
 
     from errprop.evaluate import evaluate
 
-    runs = sorted(Path(a.images).glob("seed*"))
+    runs = sorted(Path(a.images).glob("seed*"))[:a.seeds]
     if not runs:
         sys.exit(f"[b8] no seed*/ runs in {a.images}")
     ks, samplers = [int(k) for k in a.steps.split(",")], a.samplers.split(",")
