@@ -248,6 +248,39 @@ def main() -> None:
     write(a, out, ks, samplers, fd, times, best_b, cm_steps, ratio, missing)
 
 
+def verdict(fd: dict, arms: list[str], labels: dict, samplers, ks, value, table: dict) -> str:
+    """The report's opening paragraph, computed from the paired comparisons: per arm, in how many
+    settings it is lower / higher / not different from the baseline; then SA-2 against the
+    compute-matched baseline on their shared seeds."""
+    out = []
+    settings = [f"{s}-{k}" for s in samplers for k in ks]
+    for arm in arms[1:]:
+        v = [table[f"{arm} {st}"]["verdict"] for st in settings]
+        n_seeds = len([s for s in fd[arm] if s in fd["baseline"]])
+        lower, higher = v.count("lower"), v.count("higher")
+        if lower and higher:
+            what = "mixed"
+        elif lower or higher:
+            side = "better (lower FD)" if lower else "worse (higher FD)"
+            what = f"{side} in {'every setting' if max(lower, higher) == len(v) else 'some settings'}"
+            what += ", never the other way" if max(lower, higher) < len(v) else ""
+        else:
+            what = "no difference beyond noise"
+        detail = (f"{lower} of {len(v)} settings lower, {higher} higher, {len(v) - lower - higher} within "
+                  f"noise, paired over {n_seeds} seed(s)")
+        if n_seeds < 2:
+            detail += " — one seed gives no interval, so no verdict"
+            what = "not decidable"
+        out.append(f"**{labels[arm]}**: {what} ({detail}).")
+    if "cm" in fd and "sa2" in fd:
+        shared = sorted(set(fd["cm"]) & set(fd["sa2"]))
+        d = [value("sa2", s, sm, k) - value("cm", s, sm, k) for s in shared for sm in samplers for k in ks]
+        if d:
+            out.append(f"Against the compute-matched baseline (seed {shared}), SA-2's FD is lower in "
+                       f"{sum(x < 0 for x in d)} of {len(d)} settings (mean Δ {sum(d) / len(d):+.3g}).")
+    return "> **Verdict** (computed from the table below). " + " ".join(out)
+
+
 def write(a, out: Path, ks, samplers, fd: dict, times: dict, best_b: dict, cm_steps: int,
           ratio: float, missing: list[str]) -> None:
     labels = {**{k: v[0] for k, v in ARMS.items()},
@@ -293,6 +326,7 @@ def write(a, out: Path, ks, samplers, fd: dict, times: dict, best_b: dict, cm_st
                     cell += f"<br>Δ {d['mean']:+.3g}{ci}{mark}"
                 cells.append(cell)
             lines.append(f"| {sampler}-{k} | " + " | ".join(cells) + " |")
+    lines[1:1] = ["", verdict(fd, arms, labels, samplers, ks, value, table)]
     if "es" in fd:
         lines += ["", f"ε-scaling b chosen per setting (search over {list(ES_B)} on the seed-0 baseline, "
                   f"sample seed 99, n = 500): {best_b}."]
