@@ -164,7 +164,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['precision']} | {r['objective']} | {r['baseline_ms']:.1f} | "
                      f"{r['objective_ms']:.1f} | {r['ratio']:.2f} | {r['floor']:.3g} | "
                      f"{r['ratio_over_floor']:.2f} | {extra} |")
-    lines += ["", "Floors count network forward+backward passes over B: SA-K runs one call of K·B, EP "
+    lines += ["", "Floors count network forward+backward passes over B: SA-K evaluates K·B points "
+              "(K calls of B for images on a CPU, one call otherwise), EP "
               "the base loss on B plus min(ℓ, h) rollout steps on B/2 (expected 2.498 at L = 5, T = 1000). "
               "The fixed part of a step (the optimizer, Python overhead) does not scale with the "
               "batch, so small models sit below their floors. Reference floors: for SA-K the measured "

@@ -5,7 +5,7 @@ batch 256, SA-2 and the baseline loss) with 1 intra-op thread against PyTorch's 
 core), each run alone and as three trainings side by side (separate processes started together,
 as the study, the tests or a user's parallel runs do). Every setting runs in fresh processes; the
 settings alternate A B A B over ``--repeats`` rounds and each figure is the median per-process
-rate. The ratio 1 thread / default is what ``train.threads: auto`` decides on.
+rate. The ratio 1 thread / default is what ``train.threads`` (0: PyTorch's default) is about.
 
     python benchmarks/b9_threads.py            # ≈ 2 min on a 2-core CPU
     python benchmarks/b9_threads.py --quick    # smoke run

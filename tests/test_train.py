@@ -159,20 +159,17 @@ def test_train_to_end_accepts_a_run_saved_before_a_field_was_added(tmp_path):
         train_to_end(cfg, run, progress=False)
 
 
-def test_mlps_train_with_one_thread_under_auto_and_threads_are_restored(tmp_path, monkeypatch):
+def test_train_threads_apply_during_training_and_are_restored(tmp_path, monkeypatch):
     import errprop.train as train_mod
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cpu = torch.device("cpu")
-    assert train_mod.intra_op_threads(0, "mlp", cpu) == 1
-    assert train_mod.intra_op_threads(3, "mlp", cpu) == 3
-    assert train_mod.intra_op_threads(0, "unet", cpu) == torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert train_mod.intra_op_threads(0, "mlp", cpu) == torch.get_num_threads()
-    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert train_mod.intra_op_threads(0) == torch.get_num_threads()
+    assert train_mod.intra_op_threads(3) == 3
     seen = []
     real = train_mod._train
     monkeypatch.setattr(train_mod, "_train", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()
-    train(config.load(overrides=FAST + ["train.steps=2"]), tmp_path / "run", progress=False)
-    assert seen == [1] and torch.get_num_threads() == before
+    for threads in (1, 0):
+        train(config.load(overrides=FAST + ["train.steps=2", f"train.threads={threads}"]),
+              tmp_path / f"run{threads}", progress=False)
+        assert torch.get_num_threads() == before
+    assert seen == [1, before]

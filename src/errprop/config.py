@@ -174,7 +174,7 @@ class TrainConfig:
     skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss or gradient skipped per run
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
-    threads: int = _f(0, min=0)  # CPU intra-op threads; 0 = auto (1 for MLPs, else PyTorch's)
+    threads: int = _f(0, min=0)  # CPU intra-op threads; 0: PyTorch's (1 for trainings side by side)
 
 
 @dataclass

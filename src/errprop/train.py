@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -188,7 +187,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     run = Path(run)
     ctx = distributed.setup(pick_device(cfg.train.device))
     threads = torch.get_num_threads()
-    torch.set_num_threads(intra_op_threads(cfg.train.threads, cfg.model.net, ctx.device))
+    torch.set_num_threads(intra_op_threads(cfg.train.threads))
     try:
         return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from)
     finally:
@@ -196,15 +195,12 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         ctx.close()
 
 
-def intra_op_threads(threads: int, net: str, device: torch.device) -> int:
-    """The intra-op thread count to train with: ``threads`` if > 0; under ``auto`` (0) one thread for
-    MLPs on a CPU — never slower alone and 6–7× faster when three trainings share two cores (B9,
-    docs/results/b9_threads.md) — unless ``OMP_NUM_THREADS`` says otherwise; else PyTorch's own."""
-    if threads > 0:
-        return threads
-    if net == "mlp" and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        return 1
-    return torch.get_num_threads()
+def intra_op_threads(threads: int) -> int:
+    """The intra-op thread count to train with: ``train.threads`` if > 0, else PyTorch's own (one
+    per core, or ``OMP_NUM_THREADS``). On a 2-core CPU one thread made a lone MLP training 5–35 %
+    slower but three side by side 5–9× faster each (B9, docs/results/b9_threads.md): set
+    ``train.threads: 1`` when running several trainings at once."""
+    return threads if threads > 0 else torch.get_num_threads()
 
 
 def same_config(path: Path, cfg: Config) -> bool:
