@@ -63,3 +63,14 @@ def test_study_needs_a_mixture_and_a_baseline_first(tmp_path):
     with pytest.raises(ErrpropError, match="Gaussian-mixture"):
         run_study(tmp_path, [Arm("baseline", "b", [])], Settings(base=["data.name=digits"]),
                   progress=False)
+
+
+def test_provenance_names_the_code_the_process_loaded(monkeypatch):
+    """A report written after the repository moved on names the commit the process started with."""
+    from errprop import study_report
+
+    monkeypatch.setattr(study_report, "_commit", lambda: "bbbbbbb")
+    monkeypatch.setattr(study_report, "_LOADED", "bbbbbbb")
+    assert study_report.provenance()["commit"] == "bbbbbbb"
+    monkeypatch.setattr(study_report, "_LOADED", "aaaaaaa")
+    assert study_report.provenance()["commit"] == "aaaaaaa (code loaded at start; HEAD bbbbbbb when written)"

@@ -24,17 +24,28 @@ from .report import Report  # noqa: E402
 from .study import QUALITY, Arm, Settings, verdict  # noqa: E402
 
 
-def provenance() -> dict:
-    """Commit, machine and date of a result (what every table in docs/ carries)."""
+def _commit() -> str:
+    """The repository's commit (with "+uncommitted changes" when the tree differs), or "unknown"."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=root, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
-        commit = (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
+        return (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        return "unknown"
+
+
+# The code a long experiment runs is the code its process loaded: a result written hours later,
+# after the repository moved on, names this commit (and the later HEAD beside it).
+_LOADED = _commit()
+
+
+def provenance() -> dict:
+    """Commit, machine and date of a result (what every table in docs/ carries)."""
+    now = _commit()
+    commit = _LOADED if now == _LOADED else f"{_LOADED} (code loaded at start; HEAD {now} when written)"
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
