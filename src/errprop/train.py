@@ -187,11 +187,13 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     run = Path(run)
     ctx = distributed.setup(pick_device(cfg.train.device))
     threads = torch.get_num_threads()
-    torch.set_num_threads(intra_op_threads(cfg.train.threads))
+    if intra_op_threads(cfg.train.threads) != threads:  # (left alone unless asked)
+        torch.set_num_threads(intra_op_threads(cfg.train.threads))
     try:
         return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from)
     finally:
-        torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         ctx.close()
 
 
