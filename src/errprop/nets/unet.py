@@ -13,8 +13,9 @@ resolutions.
 CPU speed: activations are kept channels-last (NHWC), where oneDNN's convolutions are fastest, and
 GroupNorm (+ SiLU, + the scale-shift) is one autograd function written for that layout, because
 PyTorch's channels-last GroupNorm kernel is several times slower than its NCHW one (and 32 groups
-of one channel is its worst case). The function keeps its statistics in float32 and its large
-tensors in the input dtype, so under bf16 autocast no activation is cast back and forth. Attention
+of one channel is its worst case). It runs errprop's compiled kernel (``group_norm_cpu.cpp``,
+built on first use) where it can, PyTorch's ops otherwise; both keep statistics in float32 and
+activations in the input dtype, so under bf16 autocast no activation is cast back and forth. Attention
 uses explicit softmax on CPU (PyTorch's fused CPU kernel has a slow backward at these few hundred
 tokens). On GPUs the network runs NCHW with PyTorch's own kernels.
 """
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ErrpropError
+from . import kernels
 from .embedding import sinusoidal
 
 # ---------------------------------------------------------------------------------------------
@@ -109,15 +111,13 @@ def _norm_backward(grad_out, centred, y, weight, offset, rstd, groups: int):
 class _GroupNormAct(torch.autograd.Function):
     """``y = act(x̂ · weight + bias)``, x̂ = GroupNorm(x) without affine; weight, bias: (B, C).
 
-    Every pass over the activations runs in their dtype: reductions of bf16 tensors accumulate in
-    float32 inside the kernel and round once (asking for a float32 result instead converts the
-    whole tensor first, which took a quarter of a bf16 training step). The per-channel statistics
-    are then combined in float32. Large tensors are centred on (nearly) the per-channel mean m_c
-    before anything is multiplied, so a large mean costs no precision: the forward works on
-    x − m_c and saves it for the backward.
-
-    Passing both kernels through ``torch.compile`` (fused loops) made B1 only 6 % faster after
-    40 s of compilation per process, and compiling the whole network made it slower: not done.
+    PyTorch's ops only (the fallback when the compiled kernel is unavailable, and its reference
+    in the tests). Every pass over the activations runs in their dtype: reductions of bf16
+    tensors accumulate in float32 inside the kernel and round once (asking for a float32 result
+    instead converts the whole tensor first). The per-channel statistics are then combined in
+    float32. Large tensors are centred on (nearly) the per-channel mean m_c before anything is
+    multiplied, so a large mean costs no precision: the forward works on x − m_c and saves it
+    for the backward.
     """
 
     @staticmethod
@@ -134,6 +134,34 @@ class _GroupNormAct(torch.autograd.Function):
         return _unrows(gx, ctx.shape), grad_weight, grad_bias, None, None, None
 
 
+class _GroupNormActKernel(torch.autograd.Function):
+    """The same function through errprop's compiled kernel (``group_norm_cpu.cpp``): two passes
+    over x forward and two backward, float32 arithmetic on float32 or bf16 storage; it saves only
+    x (alive anyway) and the per-group mean and rstd.
+
+    About twice as fast as :class:`_GroupNormAct` in a bf16 training step of the U-Net, where
+    PyTorch's ops took half the step in a dozen passes over each activation (``torch.compile``
+    of those ops gained only 6 %, after 40 s of compilation per process).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float, act: bool):  # noqa: D102
+        xr = _rows(x).contiguous()
+        w, b = weight.float().contiguous(), bias.float().contiguous()
+        y, mean, rstd = kernels.group_norm().forward(xr, w, b, groups, eps, act)
+        ctx.save_for_backward(xr, w, b, mean, rstd)
+        ctx.groups, ctx.act, ctx.shape, ctx.dtype = groups, act, x.shape, weight.dtype
+        return _unrows(y, x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        xr, w, b, mean, rstd = ctx.saved_tensors
+        gx, gw, gb = kernels.group_norm().backward(
+            _rows(grad_out), xr, w, b, mean, rstd, ctx.groups, ctx.act
+        )
+        return _unrows(gx, ctx.shape), gw.to(ctx.dtype), gb.to(ctx.dtype), None, None, None
+
+
 def group_norm_act(
     x: torch.Tensor,
     groups: int,
@@ -144,10 +172,12 @@ def group_norm_act(
 ) -> torch.Tensor:
     """``act(GroupNorm(x) · weight + bias)`` with a per-sample affine ``weight, bias`` (B, C).
 
-    One autograd function written for channels-last tensors: it gives the numbers of
-    ``nn.GroupNorm`` (+ ``nn.SiLU``) in a handful of passes over ``x``.
+    One autograd function written for channels-last CPU tensors: it gives the numbers of
+    ``nn.GroupNorm`` (+ ``nn.SiLU``) in a few passes over ``x``, through the compiled kernel for
+    float32 and bf16 where it is available (:mod:`errprop.nets.kernels`), PyTorch's ops otherwise.
     """
-    return _GroupNormAct.apply(x, weight, bias, groups, eps, act)
+    fused = x.dtype in (torch.float32, torch.bfloat16) and kernels.group_norm() is not None
+    return (_GroupNormActKernel if fused else _GroupNormAct).apply(x, weight, bias, groups, eps, act)
 
 
 class GroupNormAct(nn.Module):
