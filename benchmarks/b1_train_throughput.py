@@ -8,8 +8,10 @@ all (model, dtype) runs, A B A B, after warm-up steps, and the median over repea
     python benchmarks/b1_train_throughput.py            # a few minutes on a 2-core CPU
     python benchmarks/b1_train_throughput.py --quick    # < 1 min smoke run
     python benchmarks/b1_train_throughput.py --device cuda
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/b1_train_throughput.py   # as on a CPU without AMX
 
-Writes ``docs/results/b1_train_throughput.{json,md}`` (``--out`` to change the folder).
+Writes ``docs/results/b1_train_throughput.{json,md}`` (``--out`` to change the folder; with
+``ONEDNN_MAX_CPU_ISA`` set, ``b1_train_throughput_<isa>.{json,md}``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -78,9 +81,15 @@ def machine_info(device: str) -> dict:
         diffusers_version = diffusers.__version__
     except ImportError:
         diffusers_version = None
+    from errprop.nets import kernels
+
     return {
         "cpu": cpu_model(),
         "cpu_bf16_flags": cpu_flags(),
+        # ONEDNN_MAX_CPU_ISA=AVX2 (or AVX512_CORE) makes oneDNN's convolutions run as on a CPU
+        # without AMX / AVX-512 BF16: how B1 measures "without AMX" on a machine that has it.
+        "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "errprop_cpu_kernel": device == "cpu" and kernels.group_norm() is not None,
         "cores": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "device": device,
@@ -100,13 +109,16 @@ def write_results(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
+    cap = f"; oneDNN capped at {m['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)" if m.get("onednn_isa_cap") else ""
+    if m.get("device") == "cpu":
+        cap += "; errprop's compiled CPU GroupNorm kernel: " + ("on" if m.get("errprop_cpu_kernel") else "off")
     lines = [
         f"# {payload['title']}",
         "",
         f"- command: `{m['command']}`",
         f"- commit: {m['commit']}, date: {m['date']}",
         f"- machine: {m['cpu']} ({m['cores']} threads; bf16 flags: "
-        f"{', '.join(m['cpu_bf16_flags']) or 'none'}), GPU: {m['gpu'] or 'none'}",
+        f"{', '.join(m['cpu_bf16_flags']) or 'none'}), GPU: {m['gpu'] or 'none'}{cap}",
         f"- torch {m['torch']}, diffusers {m['diffusers']}, Python {m['python']}",
         "",
         "| " + " | ".join(table[0]) + " |",
@@ -304,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"({best['diffusers'][0]}). Runs alternate A B A B; medians over {args.repeats} repeats "
         f"of {args.steps} steps after {args.warmup} warm-up steps."
     )
-    write_results("b1_train_throughput", args.out, payload, table, notes)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    write_results("b1_train_throughput" + (f"_{cap.lower()}" if cap else ""), args.out, payload, table, notes)
     return payload
 
 
