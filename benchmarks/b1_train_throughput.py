@@ -111,7 +111,7 @@ def write_results(
     m = payload["machine"]
     cap = f"; oneDNN capped at {m['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)" if m.get("onednn_isa_cap") else ""
     if m.get("device") == "cpu":
-        cap += "; errprop's compiled CPU GroupNorm kernel: " + ("on" if m.get("errprop_cpu_kernel") else "off")
+        cap += "; errprop's compiled GroupNorm kernel: " + ("on" if m.get("errprop_cpu_kernel") else "off")
     lines = [
         f"# {payload['title']}",
         "",
