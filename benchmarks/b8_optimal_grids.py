@@ -126,7 +126,7 @@ def images(a) -> None:
     """The Fashion-MNIST half: FD (n = a.n, with its floor) of every grid on each trained run."""
     import dataclasses
 
-    from errprop.evaluate import evaluate
+    from errprop.evaluate import evaluate, row
 
     runs = sorted(Path(a.images).glob("seed*"))[:a.seeds]
     if not runs:
@@ -138,7 +138,10 @@ def images(a) -> None:
         run = load_run(run_dir, device=a.device)
         for sampler in samplers:
             for k in ks:
-                key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k}
+                # version 2: version 1 read every grid's score from the first row of evaluate's file
+                # (ddim-5's, once other settings had been merged in), not from this setting's row.
+                key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k,
+                       "version": 2}
                 cache = run_dir / f"b8_fd_{sampler}{k}.json"
                 res = read_cached(cache, key)
                 if res is None:
@@ -155,7 +158,7 @@ def images(a) -> None:
                         cfg = dataclasses.replace(run.config, sample=sc)
                         r = evaluate(dataclasses.replace(run, config=cfg), [k], [sampler], "fd", n=a.n,
                                      seed=1000 + seed, device=a.device, progress=False)
-                        res["scores"][name] = {METRIC: r["results"][0]["value"], "floor": r["floor"]}
+                        res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
                     write_cached(cache, key, res)
                 results.setdefault("fashion-mnist", {}).setdefault(f"{sampler}-{k}", {})[seed] = res
     write(a, Path(a.images), results, ["fashion-mnist"], samplers, ks, metric_label="FD (classifier "

@@ -38,7 +38,7 @@ from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import load_run
 from errprop.denoisers import EpsilonScaled
-from errprop.evaluate import evaluate
+from errprop.evaluate import evaluate, row
 from errprop.files import atomic_write_text, cached, read_cached
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
@@ -214,7 +214,7 @@ def main() -> None:
                 r = score(d0, d0 / f"es_search_{sampler}{k}_{b}.json", key, [k], [sampler], 500,
                           device, b=b)
                 if r is not None:
-                    scores[b] = r["results"][0]["value"]
+                    scores[b] = row(r, sampler, k)["value"]
             if len(scores) == len(ES_B):
                 best_b[f"{sampler}-{k}"] = min(scores, key=scores.get)
     print(f"[e2] ε-scaling b: {best_b}", flush=True)
@@ -229,7 +229,7 @@ def main() -> None:
                 d = out / "baseline" / f"seed{seed}"
                 r = None if b is None else score(d, d / f"es_{sampler}{k}.json", key, [k], [sampler],
                                                  a.n, device, b=b)
-                rows += r["results"] if r is not None else []
+                rows += [row(r, sampler, k)] if r is not None else []
         if len(rows) < len(ks) * len(samplers) or seed not in fd.get("baseline", {}):
             missing.append(f"es seed {seed}")
             continue

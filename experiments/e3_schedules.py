@@ -34,7 +34,7 @@ from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import build_process, load_data, load_run
 from errprop.diagnostics.budget import compare_schedules
-from errprop.evaluate import evaluate
+from errprop.evaluate import evaluate, row
 from errprop.files import read_cached, write_cached
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
@@ -87,9 +87,9 @@ def images(a) -> None:
     seeds = range(a.sample_seeds)
     rows, table, better = [], {}, {}
     for when in ("early", "late"):
-        for i, k in enumerate(ks):
-            e = [fd[(when, "edm", s)]["results"][i]["value"] for s in seeds]
-            x = [fd[(when, "exponential", s)]["results"][i]["value"] for s in seeds]
+        for k in ks:
+            e = [row(fd[(when, "edm", s)], "heun", k)["value"] for s in seeds]
+            x = [row(fd[(when, "exponential", s)], "heun", k)["value"] for s in seeds]
             d = paired(x, e)
             better[(when, k)] = {"lower": "exponential", "higher": "EDM-ρ",
                                  "no difference": "neither"}[d["verdict"]]
