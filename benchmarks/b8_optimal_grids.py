@@ -30,7 +30,7 @@ import torch
 
 from errprop import config as config_mod
 from errprop.builders import load_data, load_run
-from errprop.files import atomic_write_text
+from errprop.files import read_cached, write_cached
 from errprop.grids import make_grid
 from errprop.optimal_grid import final_xent, optimize
 from errprop.stats import paired, summary
@@ -111,14 +111,12 @@ def main() -> None:
                     key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler,
                            "steps": k, "version": VERSION}
                     cache = run_dir / f"b8_{sampler}{k}.json"
-                    if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-                        res = json.loads(cache.read_text())["result"]
-                    elif a.report:
+                    res = read_cached(cache, key)
+                    if res is None and a.report:
                         continue
-                    else:
+                    if res is None:
                         print(f"[b8] {data} seed {seed} {sampler}-{k}", flush=True)
-                        res = measure(run, mixture, sampler, k, a, seed)
-                        atomic_write_text(cache, json.dumps({"key": key, "result": res}))
+                        res = write_cached(cache, key, measure(run, mixture, sampler, k, a, seed))
                     results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
     write(a, out, results, names, samplers, ks,
           name="b8_optimal_grids" + ("" if a.data == "ring8,random16" else "_" + a.data.replace(",", "_")))
@@ -128,7 +126,7 @@ def images(a) -> None:
     """The Fashion-MNIST half: FD (n = a.n, with its floor) of every grid on each trained run."""
     import dataclasses
 
-    from errprop.evaluate import evaluate
+    from errprop.evaluate import evaluate, row
 
     runs = sorted(Path(a.images).glob("seed*"))[:a.seeds]
     if not runs:
@@ -140,11 +138,13 @@ def images(a) -> None:
         run = load_run(run_dir, device=a.device)
         for sampler in samplers:
             for k in ks:
-                key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k}
+                # version 2: version 1 read every grid's score from the first row of evaluate's file
+                # (ddim-5's, once other settings had been merged in), not from this setting's row.
+                key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k,
+                       "version": 2}
                 cache = run_dir / f"b8_fd_{sampler}{k}.json"
-                if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-                    res = json.loads(cache.read_text())["result"]
-                else:
+                res = read_cached(cache, key)
+                if res is None:
                     print(f"[b8] {run_dir} {sampler}-{k}", flush=True)
                     opt = optimize(run, sampler, k, "klub", n=a.n_opt, seed=seed, m=a.candidates,
                                    device=a.device)
@@ -158,8 +158,8 @@ def images(a) -> None:
                         cfg = dataclasses.replace(run.config, sample=sc)
                         r = evaluate(dataclasses.replace(run, config=cfg), [k], [sampler], "fd", n=a.n,
                                      seed=1000 + seed, device=a.device, progress=False)
-                        res["scores"][name] = {METRIC: r["results"][0]["value"], "floor": r["floor"]}
-                    atomic_write_text(cache, json.dumps({"key": key, "result": res}))
+                        res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
+                    write_cached(cache, key, res)
                 results.setdefault("fashion-mnist", {}).setdefault(f"{sampler}-{k}", {})[seed] = res
     write(a, Path(a.images), results, ["fashion-mnist"], samplers, ks, metric_label="FD (classifier "
           "features; the floor is in the JSON)", name="b8_optimal_grids_fmnist")

@@ -66,18 +66,19 @@ def worker(threads: int, steps: int, overrides: list[str]) -> float:
 ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def launch(threads: int, copies: int, steps: int, overrides: list[str]) -> list[float]:
-    """Start ``copies`` worker processes together; their steps/s."""
+def launch(threads: int, copies: int, steps: int, overrides: list[str]) -> tuple[list[float], int]:
+    """Start ``copies`` worker processes together: their steps/s, and the intra-op thread count
+    they ran with (PyTorch's default when ``threads`` is 0)."""
     cmd = [sys.executable, __file__, "--worker", str(threads), str(steps), json.dumps(overrides)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=ENV) for _ in range(copies)]
-    rates = []
+    rates, used = [], 0
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:
             raise SystemExit(f"b9: a worker failed (exit {p.returncode})")
         rates.append(float(out.split()[-2]))
-        launch.default = int(out.split()[-1])
-    return rates
+        used = int(out.split()[-1])
+    return rates, used
 
 
 def main() -> None:
@@ -99,12 +100,14 @@ def main() -> None:
     for model, mo in MODELS.items():
         for loss, lo in LOSSES.items():
             for copies in (1, 3):
+                default = 0
                 rates: dict[int, list[float]] = {1: [], 0: []}
                 for _ in range(a.repeats):  # A B A B
                     for threads in rates:
-                        rates[threads] += launch(threads, copies, a.steps, mo + lo)
+                        got, used = launch(threads, copies, a.steps, mo + lo)
+                        rates[threads] += got
+                        default = used if threads == 0 else default
                 one, dflt = statistics.median(rates[1]), statistics.median(rates[0])
-                default = launch.default
                 row = {"model": model, "loss": loss, "processes": copies, "one_thread": one,
                        "default_threads": dflt, "default": default, "ratio": one / dflt,
                        "rates": {str(k): v for k, v in rates.items()}}

@@ -38,8 +38,8 @@ from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import load_run
 from errprop.denoisers import EpsilonScaled
-from errprop.evaluate import evaluate
-from errprop.files import atomic_write_text
+from errprop.evaluate import evaluate, row
+from errprop.files import atomic_write_text, cached, read_cached
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
 from errprop.train import pick_device, train_to_end
@@ -55,26 +55,19 @@ ALL_ARMS = (*ARMS, "cm", "es")
 ES_B = (1.0, 1.002, 1.004, 1.006, 1.01)
 
 
-def _cached(out: Path, key: dict) -> dict | None:
-    """The cached result in ``out`` if it was computed with ``key``."""
-    if out.is_file() and json.loads(out.read_text()).get("key") == key:
-        return json.loads(out.read_text())["result"]
-    return None
-
-
 def _score(run_dir: Path, out: Path, key: dict, ks, samplers, n, device, b: float | None = None) -> dict:
     """FD results of a run (cached in ``out``); ``b``: sample with ε-scaling."""
-    if (hit := _cached(out, key)) is not None:
-        return hit
-    run = load_run(run_dir, device=device)
-    if b is not None:
-        es_dir = out.parent / out.stem
-        es_dir.mkdir(parents=True, exist_ok=True)
-        run = dataclasses.replace(run, denoiser=EpsilonScaled(run.denoiser, b), path=es_dir)
-    res = evaluate(run, ks, samplers, "fd", n=n, seed=key["seed"], batch_size=500, device=device,
-                   progress=False)
-    atomic_write_text(out, json.dumps({"key": key, "result": res}))
-    return res
+
+    def compute() -> dict:
+        run = load_run(run_dir, device=device)
+        if b is not None:
+            es_dir = out.parent / out.stem
+            es_dir.mkdir(parents=True, exist_ok=True)
+            run = dataclasses.replace(run, denoiser=EpsilonScaled(run.denoiser, b), path=es_dir)
+        return evaluate(run, ks, samplers, "fd", n=n, seed=key["seed"], batch_size=500, device=device,
+                        progress=False)
+
+    return cached(out, key, compute)
 
 
 def step_cost_ratio(base_cfg, sa_cfg, device: str, steps: int = 6, reps: int = 5) -> float:
@@ -159,7 +152,7 @@ def main() -> None:
             run_dir = out / name / f"seed{seed}"
             tfile = run_dir / "train_seconds.json"
             if a.report:
-                hit = _cached(run_dir / "e2_fd.json", {"seed": seed, "n": a.n, "steps": ks,
+                hit = read_cached(run_dir / "e2_fd.json", {"seed": seed, "n": a.n, "steps": ks,
                                                        "samplers": samplers})
                 if hit is None or not tfile.is_file():
                     missing.append(f"{name} seed {seed}")
@@ -211,7 +204,7 @@ def main() -> None:
         return
     # ε-scaling: b per (sampler, steps) from a search on seed-0's baseline with sample seed 99.
     best_b = {}
-    score = (lambda d, f, key, *rest, b: _cached(f, key)) if a.report else _score  # noqa: E731
+    score = (lambda d, f, key, *rest, b: read_cached(f, key)) if a.report else _score  # noqa: E731
     for sampler in samplers:
         for k in ks:
             scores = {}
@@ -221,7 +214,7 @@ def main() -> None:
                 r = score(d0, d0 / f"es_search_{sampler}{k}_{b}.json", key, [k], [sampler], 500,
                           device, b=b)
                 if r is not None:
-                    scores[b] = r["results"][0]["value"]
+                    scores[b] = row(r, sampler, k)["value"]
             if len(scores) == len(ES_B):
                 best_b[f"{sampler}-{k}"] = min(scores, key=scores.get)
     print(f"[e2] ε-scaling b: {best_b}", flush=True)
@@ -236,7 +229,7 @@ def main() -> None:
                 d = out / "baseline" / f"seed{seed}"
                 r = None if b is None else score(d, d / f"es_{sampler}{k}.json", key, [k], [sampler],
                                                  a.n, device, b=b)
-                rows += r["results"] if r is not None else []
+                rows += [row(r, sampler, k)] if r is not None else []
         if len(rows) < len(ks) * len(samplers) or seed not in fd.get("baseline", {}):
             missing.append(f"es seed {seed}")
             continue

@@ -34,8 +34,8 @@ from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import build_process, load_data, load_run
 from errprop.diagnostics.budget import compare_schedules
-from errprop.evaluate import evaluate
-from errprop.files import atomic_write_text
+from errprop.evaluate import evaluate, row
+from errprop.files import read_cached, write_cached
 from errprop.stats import paired, summary
 from errprop.study_report import provenance
 from errprop.train import train_to_end
@@ -77,20 +77,19 @@ def images(a) -> None:
             for s in range(a.sample_seeds):
                 cache = run_dir / f"e3_{when}_{grid}_seed{s}.json"
                 key = {"step": step, "grid": grid, "seed": s, "n": a.n, "steps": ks}
-                if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-                    res = json.loads(cache.read_text())["result"]
-                else:
+                res = read_cached(cache, key)
+                if res is None:
                     print(f"[e3] {when} (step {step}), {grid}, sample seed {s}: FD", flush=True)
-                    res = evaluate(dataclasses.replace(run, config=cfg_g), ks, ["heun"], "fd", n=a.n,
-                                   seed=s, batch_size=500, progress=False)
-                    atomic_write_text(cache, json.dumps({"key": key, "result": res}))
+                    res = write_cached(cache, key, evaluate(
+                        dataclasses.replace(run, config=cfg_g), ks, ["heun"], "fd", n=a.n, seed=s,
+                        batch_size=500, progress=False))
                 fd[(when, grid, s)] = res
     seeds = range(a.sample_seeds)
     rows, table, better = [], {}, {}
     for when in ("early", "late"):
-        for i, k in enumerate(ks):
-            e = [fd[(when, "edm", s)]["results"][i]["value"] for s in seeds]
-            x = [fd[(when, "exponential", s)]["results"][i]["value"] for s in seeds]
+        for k in ks:
+            e = [row(fd[(when, "edm", s)], "heun", k)["value"] for s in seeds]
+            x = [row(fd[(when, "exponential", s)], "heun", k)["value"] for s in seeds]
             d = paired(x, e)
             better[(when, k)] = {"lower": "exponential", "higher": "EDM-ρ",
                                  "no difference": "neither"}[d["verdict"]]
@@ -163,9 +162,8 @@ def main() -> None:
         run = out / "runs" / f"seed{seed}"
         cache = run / "e3.json"
         key = {"config": cfg.to_dict(), "steps": ks, "n": a.n}
-        if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-            got = json.loads(cache.read_text())["result"]
-        else:
+        got = read_cached(cache, key)
+        if got is None:
             print(f"[e3] seed {seed}: training {a.late} steps → {run}", flush=True)
             train_to_end(cfg, run, progress=False)
             got = {}
@@ -175,7 +173,7 @@ def main() -> None:
                                               grids=GRIDS, n=a.n, seed=seed)
             got["exact"] = compare_schedules(mixture, mixture, process, sampler="heun", steps=ks,
                                              grids=GRIDS, n=a.n, seed=seed)
-            atomic_write_text(cache, json.dumps({"key": key, "result": got}))
+            write_cached(cache, key, got)
         for when in per:
             per[when][seed] = got[when]
     seeds = list(range(a.seeds))

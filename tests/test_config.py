@@ -14,6 +14,17 @@ def test_defaults_and_overrides_roundtrip(tmp_path):
     assert config.load(path) == cfg
 
 
+def test_same_compares_stored_configs_as_validated_configs():
+    cfg = config.load(overrides=["train.steps=10"])
+    stored = cfg.to_dict()
+    del stored["train"]["threads"]  # saved before the field existed: takes its default
+    assert config.same(stored, cfg)
+    assert not config.same({**stored, "train": {**stored["train"], "steps": 11}}, cfg)
+    assert not config.same({"train": {"bogus": 1}}, cfg)
+    assert not config.same(None, config.load(overrides=["train.steps=10", "train.lr=1"]))
+    assert not config.same("not a mapping", cfg)
+
+
 def test_int_accepted_for_float_field():
     assert config.load(overrides=["train.lr=1"]).train.lr == 1.0
 

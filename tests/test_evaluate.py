@@ -86,3 +86,17 @@ def test_an_unreadable_result_is_named(tmp_path):
     (tmp_path / "eval" / "fd-n10-seed0-uniform-trailing-step5.json").write_text("")
     with pytest.raises(ErrpropError, match="not valid JSON.*rerun evaluate"):
         read_results(tmp_path)
+
+
+def test_row_finds_each_setting_in_a_merged_result(tmp_path):
+    """Rows of earlier calls are merged into the same file: a later call's own setting must be
+    looked up by (sampler, steps), not taken from the first row (B8's Fashion-MNIST bug)."""
+    from errprop.evaluate import row
+
+    run = _run(tmp_path, GaussianMixture.ring8())
+    evaluate(run, [5], ["ddim"], "xent", n=300, seed=0, progress=False)
+    res = evaluate(run, [20], ["ddim"], "xent", n=300, seed=0, progress=False)
+    assert [r["steps"] for r in res["results"]] == [5, 20]  # the earlier row comes first
+    assert row(res, "ddim", 20) is res["results"][1]
+    with pytest.raises(ErrpropError, match="no ddpm-20 row"):
+        row(res, "ddpm", 20)

@@ -174,7 +174,10 @@ class TrainConfig:
     skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss or gradient skipped per run
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
-    threads: int = _f(0, min=0)  # CPU intra-op threads; 0: PyTorch's (1 for trainings side by side)
+    # CPU intra-op threads while training; 0: PyTorch's own (one per core, or OMP_NUM_THREADS). On
+    # a 2-core CPU one thread made a lone MLP training 5–35 % slower but three side by side 5–9×
+    # faster each (B9, docs/results/b9_threads.md): set 1 for several trainings at once.
+    threads: int = _f(0, min=0)
 
 
 @dataclass
@@ -329,6 +332,16 @@ def from_dict(raw: Any) -> Config:
     cfg = _build(Config, raw, "")
     _cross_check(cfg)
     return cfg
+
+
+def same(stored: Any, cfg: Config) -> bool:
+    """Whether a stored config (a run's ``config.yaml``, a cache key's dict) is ``cfg``, compared as
+    validated configs: one saved before a field was added (which then takes its default) still
+    matches, so old runs and caches stay valid; an unreadable one never matches."""
+    try:
+        return from_dict(stored).to_dict() == cfg.to_dict()
+    except (ErrpropError, KeyError, TypeError):
+        return False
 
 
 # PyYAML raises more than YAMLError on some input: ValueError/KeyError/IndexError for impossible

@@ -215,6 +215,17 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
     return results[metric] if isinstance(metric, str) else results
 
 
+def row(result: dict, sampler: str, steps: int) -> dict:
+    """The row of ``(sampler, steps)`` in a result of :func:`evaluate`. Look rows up by setting,
+    never by position: the file (and so the returned result) also holds the rows of earlier calls
+    at other samplers and step counts with the same settings."""
+    hits = [r for r in result["results"] if r["sampler"] == sampler and r["steps"] == steps]
+    if not hits:
+        raise ErrpropError(f"no {sampler}-{steps} row in the {result.get('metric')} result "
+                           f"{result.get('file', '')}")
+    return hits[0]
+
+
 def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
     """One line per (run, sampler): metric against steps, with each run's floor dashed."""
     from .plots import plt

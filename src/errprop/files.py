@@ -96,6 +96,34 @@ def write_text(path: Path, text: str) -> Path:
     return write_result(path, lambda p: p.write_text(text))
 
 
+def read_cached(path: Path, key: Any) -> Any | None:
+    """The result stored at ``path`` by :func:`cached` if it was computed under ``key`` (compared
+    as JSON), else None; a missing or unreadable file is a miss."""
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(stored, dict) and stored.get("key") == json.loads(json.dumps(key)):
+        return stored.get("result")
+    return None
+
+
+def cached(path: Path, key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()``, stored at ``path`` with its ``key``; read back instead while the key is the
+    same. How the experiments resume: each measurement is one such file, so an interrupted run
+    redoes only what it had not finished, and a changed setting is recomputed, never reused."""
+    hit = read_cached(path, key)
+    if hit is not None:
+        return hit
+    return write_cached(path, key, compute())
+
+
+def write_cached(path: Path, key: Any, result: Any) -> Any:
+    """Store ``result`` at ``path`` under ``key`` for :func:`read_cached`; returns ``result``."""
+    atomic_write_text(Path(path), json.dumps({"key": key, "result": result}))
+    return result
+
+
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG via :func:`write_result` and close it."""
     from .plots import plt

@@ -72,17 +72,6 @@ class Settings:
         return {k: v for k, v in vars(self).items() if k != "seeds"}
 
 
-def _same_key(cached: dict | None, key: dict) -> bool:
-    """A cache key equal to ``key`` once its config is read as today's config (fields added since
-    take their defaults, so old caches stay valid)."""
-    if not isinstance(cached, dict) or cached.get("settings") != key["settings"]:
-        return False
-    try:
-        return config_mod.from_dict(cached["config"]).to_dict() == key["config"]
-    except (ErrpropError, KeyError, TypeError):
-        return False
-
-
 # --------------------------------------------------------------------------------- measuring
 def _nll(mixture, x: torch.Tensor) -> torch.Tensor:
     return -mixture.log_prob(x.double())
@@ -163,7 +152,8 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
             key = {"settings": settings.key(), "config": cfg.to_dict()}
             if cache.is_file():
                 cached = json.loads(cache.read_text())
-                if _same_key(cached.get("key"), key):
+                old = cached.get("key") if isinstance(cached.get("key"), dict) else {}
+                if old.get("settings") == key["settings"] and config_mod.same(old.get("config"), cfg):
                     results[arm.name][seed] = cached["result"]
                     times.setdefault(arm.name, []).append(cached["train_seconds"])
                     continue

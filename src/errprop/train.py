@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed, files
 from .builders import build_denoiser, build_loss, build_process, build_source, check_sampling
-from .config import Config, dump
+from .config import Config, dump, read_yaml, same
 from .errors import ErrpropError
 from .noise import Noise, stream_seeds
 from .streams import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
@@ -187,35 +187,14 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     run = Path(run)
     ctx = distributed.setup(pick_device(cfg.train.device))
     threads = torch.get_num_threads()
-    if intra_op_threads(cfg.train.threads) != threads:  # (left alone unless asked)
-        torch.set_num_threads(intra_op_threads(cfg.train.threads))
+    if cfg.train.threads > 0:  # PyTorch's count is left alone unless the config asks
+        torch.set_num_threads(cfg.train.threads)
     try:
         return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from)
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         ctx.close()
-
-
-def intra_op_threads(threads: int) -> int:
-    """The intra-op thread count to train with: ``train.threads`` if > 0, else PyTorch's own (one
-    per core, or ``OMP_NUM_THREADS``). On a 2-core CPU one thread made a lone MLP training 5–35 %
-    slower but three side by side 5–9× faster each (B9, docs/results/b9_threads.md): set
-    ``train.threads: 1`` when running several trainings at once."""
-    return threads if threads > 0 else torch.get_num_threads()
-
-
-def same_config(path: Path, cfg: Config) -> bool:
-    """Whether the config saved at ``path`` is ``cfg``, compared as validated configs — so a run saved
-    before a field was added (which then takes its default) is still the same run."""
-    from .config import from_dict, read_yaml
-
-    if not path.is_file():
-        return False
-    try:
-        return from_dict(read_yaml(path)).to_dict() == cfg.to_dict()
-    except ErrpropError:
-        return False
 
 
 def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainResult:
@@ -229,7 +208,8 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     """
     run = Path(run)
     if checkpoint.list_checkpoints(run):
-        if not same_config(run / "config.yaml", cfg):
+        stored = run / "config.yaml"
+        if not (stored.is_file() and same(read_yaml(stored), cfg)):
             raise ErrpropError(f"{run} holds a run with another config; delete it or use another folder")
         _, meta = checkpoint.load(run)
         if meta["step"] >= cfg.train.steps:
