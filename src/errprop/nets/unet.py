@@ -176,7 +176,8 @@ def group_norm_act(
     ``nn.GroupNorm`` (+ ``nn.SiLU``) in a few passes over ``x``, through the compiled kernel for
     float32 and bf16 where it is available (:mod:`errprop.nets.kernels`), PyTorch's ops otherwise.
     """
-    fused = x.dtype in (torch.float32, torch.bfloat16) and kernels.group_norm() is not None
+    fused = (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+             and kernels.group_norm() is not None)
     return (_GroupNormActKernel if fused else _GroupNormAct).apply(x, weight, bias, groups, eps, act)
 
 
