@@ -15,6 +15,9 @@ PYTHON=${PYTHON:-python3}
 # Inception FID/IS/KID use torch-fidelity's InceptionV3 module only; --no-deps keeps its
 # torchvision requirement (which would replace the pinned torch) out.
 .venv/bin/python -m pip install -q --no-deps "torch-fidelity==0.4.0"
+# Build the U-Net's C++ GroupNorm kernel now (once per machine, into errprop's cache folder) rather
+# than in the first training; without a compiler errprop warns and uses PyTorch's ops.
+.venv/bin/python -c "from errprop.nets import kernels; kernels.group_norm()"
 
 # Debian packages, each installed only when missing: Fashion-MNIST, and headless Chromium (with a
 # font) that tests/browser.py drives to render the HTML report as a reader sees it.
