@@ -5,8 +5,8 @@ use (about a minute on two cores) into errprop's cache folder, under a name that
 source, the torch version and the CPU's flags (it is built with ``-march=native``, so a cache
 folder shared by different machines never hands one of them another's binary). Where it cannot
 be built (no C++ compiler, no ``ninja``) or ``ERRPROP_CPU_KERNELS=0`` is set, :func:`group_norm`
-returns None after one warning and the U-Net uses its PyTorch path, which gives the same numbers
-(to rounding) about half as fast.
+returns None (with one warning if the build failed) and the U-Net uses its PyTorch path, which gives the same numbers
+(to rounding), a bf16 U-Net training step about 1.4× slower (B1).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def group_norm() -> ModuleType | None:
     except Exception as err:  # no compiler, no ninja, a read-only cache: fall back, loudly
         warnings.warn(
             f"errprop: the C++ GroupNorm kernel could not be built ({type(err).__name__}: {err}); "
-            "the U-Net uses PyTorch's ops on CPU (same numbers, about half the speed). "
+            "the U-Net uses PyTorch's ops on CPU (same numbers, a bf16 training step about 1.4× slower). "
             "Set ERRPROP_CPU_KERNELS=0 to silence this.",
             stacklevel=2,
         )
