@@ -5,8 +5,8 @@ use (about a minute on two cores) into errprop's cache folder, under a name that
 source, the torch version and the CPU's flags (it is built with ``-march=native``, so a cache
 folder shared by different machines never hands one of them another's binary). Where it cannot
 be built (no C++ compiler, no ``ninja``) or ``ERRPROP_CPU_KERNELS=0`` is set, :func:`group_norm`
-returns None (with one warning if the build failed) and the U-Net uses its PyTorch path, which gives the same numbers
-(to rounding), a bf16 U-Net training step about 1.4× slower (B1).
+returns None (with one warning if the build failed) and the U-Net uses its PyTorch path, which
+gives the same numbers (to rounding), a bf16 U-Net training step about 1.4× slower (B1).
 """
 
 from __future__ import annotations
