@@ -77,6 +77,27 @@ def test_two_ranks_match_one_process(single, tmp_path):
     assert len(list((tmp_path / "two" / "tb").glob("events.out.tfevents.*"))) == 1
 
 
+def test_sa_under_two_ranks_matches_one_process(tmp_path):
+    """SA's window noise is drawn per sample, so two ranks of half the batch train the same weights
+    as one process — with uniform t. The code's antithetic t pairs samples within each rank's
+    batch, so under torchrun it pairs other samples than one process would (a different draw of
+    the same estimator, not an error)."""
+    extra = ["--set", "loss.name=sa", "--set", "loss.sa.K=2", "--set", "loss.sa.t_sampling=uniform"]
+    _new(1, tmp_path / "one", 6, *extra)
+    _new(2, tmp_path / "two", 6, *extra)
+    assert _max_diff(tmp_path / "one", tmp_path / "two") < 1e-6
+
+
+def test_ep_trains_under_two_ranks(tmp_path):
+    """EP's rollout (no_grad steps before the graded ones) runs under DDP: every rank finishes, the
+    log is finite. Not bit-equal to one process: the rollout length is drawn per rank and the batch
+    split into its two halves per rank."""
+    _new(2, tmp_path / "two", 6, "--set", "loss.name=ep", "--set", "loss.ep.L=3")
+    rows = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert checkpoint.load(tmp_path / "two")[1]["step"] == 6
+
+
 def test_resume_under_two_ranks(single, tmp_path):
     _new(2, tmp_path / "r", 6)
     _run(2, "train", "--resume", str(tmp_path / "r"), "--set", "train.steps=12", "--no-progress")
