@@ -196,6 +196,16 @@ def test_group_norm_kernel_propagates_nan(path):
     assert not torch.isnan(y[1]).any()
 
 
+def test_second_derivative_is_an_error_not_zeros(path):
+    """Neither path builds a graph in its backward (the C++ one cannot, PyTorch's SiLU backward has
+    no derivative): create_graph must raise, never give silent zeros."""
+    x = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = group_norm_act(x, 4, torch.ones(2, 8), torch.zeros(2, 8))
+    (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|not implemented"):
+        g.sum().backward()
+
+
 def test_kernel_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path):
     import torch.utils.cpp_extension as ext
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..errors import ErrpropError
 from . import kernels
@@ -154,6 +155,7 @@ class _GroupNormActKernel(torch.autograd.Function):
         return _unrows(y, x.shape)
 
     @staticmethod
+    @once_differentiable  # the C++ backward has no graph: a second derivative must fail loudly
     def backward(ctx, grad_out):  # noqa: D102
         xr, w, b, mean, rstd = ctx.saved_tensors
         gx, gw, gb = kernels.group_norm().backward(
