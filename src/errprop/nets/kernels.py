@@ -1,8 +1,8 @@
 """errprop's compiled CPU kernel: channels-last GroupNorm (+ SiLU), built once per machine.
 
 ``group_norm_cpu.cpp`` (beside this file) is compiled with PyTorch's C++ extension builder on first
-use (about a minute on two cores) into errprop's cache folder, under a name that hashes the
-source, the torch version and the CPU's flags (it is built with ``-march=native``, so a cache
+use (20–40 s on two cores) into errprop's cache folder, under a name that hashes the source
+(and its path), the torch version and the CPU's flags (it is built with ``-march=native``, so a cache
 folder shared by different machines never hands one of them another's binary). Where it cannot
 be built (no C++ compiler, no ``ninja``) or ``ERRPROP_CPU_KERNELS=0`` is set, :func:`group_norm`
 returns None (with one warning if the build failed) and the U-Net uses its PyTorch path, which
@@ -47,8 +47,10 @@ def group_norm() -> ModuleType | None:
     """The compiled module (``forward``, ``backward``), or None where it is off or cannot build."""
     if not enabled():
         return None
+    # The source's path is in the name too: ninja rebuilds when it moves, so two checkouts
+    # sharing one cache would otherwise rebuild each other's kernel at every switch.
     tag = hashlib.sha256(
-        SOURCE.read_bytes() + f"{torch.__version__}|{sys.version}|{_cpu_flags()}".encode()
+        SOURCE.read_bytes() + f"{SOURCE}|{torch.__version__}|{sys.version}|{_cpu_flags()}".encode()
     ).hexdigest()[:16]
     name = f"errprop_group_norm_{tag}"
     build = cache_dir() / "kernels" / name
