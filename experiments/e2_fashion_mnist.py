@@ -111,7 +111,9 @@ def step_cost_ratio(base_cfg, sa_cfg, device: str, steps: int = 6, reps: int = 5
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds of baseline and SA-2")
-    p.add_argument("--seeds-other", type=int, default=1, help="seeds of EP, DDPM-IP, compute-matched")
+    p.add_argument("--seeds-other", type=int, default=1, help="seeds of EP, DDPM-IP, ε-scaling")
+    p.add_argument("--seeds-cm", type=int, default=None,
+                   help="seeds of the compute-matched baseline (default: --seeds-other)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--n", type=int, default=2000)
@@ -195,7 +197,7 @@ def main() -> None:
     base_cm += [f"train.steps={cm_steps}", f"train.ckpt_every={cm_steps}"]
     saved_base, base[:] = list(base), base_cm
     if "cm" in only and ratio == ratio:
-        run_arm("cm", [], a.seeds_other)
+        run_arm("cm", [], a.seeds_other if a.seeds_cm is None else a.seeds_cm)
     elif a.report:
         missing.append("cm (not started)")
     base[:] = saved_base
