@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
         res = evaluate(run, ks, list(SAMPLERS), "fd", n=a.n, seed=seed, batch_size=a.batch, device=device,
                        progress=False)
         scorer = _Scorer(run, "fd", a.n, seed, device)  # the very scorer evaluate() used
-        floor = scorer.floor()
+        floor = scorer.floor()["value"]
         if abs(floor - res["floor"]) > 1e-9 * max(1.0, abs(floor)):
             raise SystemExit(f"scorer mismatch: floor {floor} vs evaluate's {res['floor']}")
         e_vals = {(r["sampler"], r["steps"]): r["value"] for r in res["results"]}
@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
         for sampler in SAMPLERS:
             for k in ks:
                 say(f"[diffusers s{seed}] sampling {sampler}-{k} (n = {a.n})")
-                d_vals[(sampler, k)] = scorer(sample_diffusers(a, unet, seed, device, sampler, k, spacing))
+                x = sample_diffusers(a, unet, seed, device, sampler, k, spacing)
+                d_vals[(sampler, k)] = scorer(x)["value"]
         per_seed[seed] = {"floor": floor, "floor_n": len(scorer.floor_set),
                           "classifier_test_accuracy": scorer.accuracy,
                           "errprop": {"train": e_rec, "fd": {f"{s}-{k}": v for (s, k), v in e_vals.items()}},

@@ -43,3 +43,22 @@ def test_batches_walk_shuffled_epochs(b7):
     assert sorted(first_epoch) == list(range(n))
     assert all((b7._batch_rows(0, k, n) == rows[k]).all() for k in range(3))
     assert not (b7._batch_rows(1, 0, n) == rows[0]).all()
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path):
+    """The whole script at its smoke size (< 2 min): trains both sides, scores them with one
+    scorer, writes the report. Its helpers alone did not catch a scorer API change that broke the
+    real run at its first seed."""
+    import subprocess
+    import sys
+
+    from errprop.data.images import FASHION_MNIST_ROOT
+
+    if not (FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "b7_vs_diffusers.py"), "--quick",
+                        "--runs", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path / "results" / "b7_vs_diffusers.md").read_text()
+    assert "| ddim | 2 |" in report and "| ddpm | 2 |" in report and "Floor" in report
