@@ -89,7 +89,10 @@ def machine_info(device: str) -> dict:
         # ONEDNN_MAX_CPU_ISA=AVX2 (or AVX512_CORE) makes oneDNN's convolutions run as on a CPU
         # without AMX / AVX-512 BF16: how B1 measures "without AMX" on a machine that has it.
         "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-        "errprop_cpu_kernel": device == "cpu" and kernels.group_norm() is not None,
+        # Whether a U-Net in this process ran errprop's compiled GroupNorm kernel (None: no U-Net
+        # ran on the CPU here). Asked of the cache, so reporting never builds or loads the kernel.
+        "errprop_cpu_kernel": (kernels.group_norm() is not None
+                               if device == "cpu" and kernels.group_norm.cache_info().currsize else None),
         "cores": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "device": device,
@@ -110,8 +113,8 @@ def write_results(
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     m = payload["machine"]
     cap = f"; oneDNN capped at {m['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)" if m.get("onednn_isa_cap") else ""
-    if m.get("device") == "cpu":
-        cap += "; errprop's compiled GroupNorm kernel: " + ("on" if m.get("errprop_cpu_kernel") else "off")
+    if m.get("errprop_cpu_kernel") is not None:
+        cap += "; errprop's compiled GroupNorm kernel: " + ("on" if m["errprop_cpu_kernel"] else "off")
     lines = [
         f"# {payload['title']}",
         "",
