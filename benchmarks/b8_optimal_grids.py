@@ -33,8 +33,8 @@ from errprop.builders import load_data, load_run
 from errprop.files import read_cached, write_cached
 from errprop.grids import make_grid
 from errprop.optimal_grid import final_xent, optimize
+from errprop.provenance import provenance
 from errprop.stats import paired, summary
-from errprop.study_report import provenance
 from errprop.train import train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,8 +40,8 @@ from errprop.builders import load_run
 from errprop.denoisers import EpsilonScaled
 from errprop.evaluate import evaluate, row
 from errprop.files import atomic_write_text, cached, read_cached
+from errprop.provenance import provenance
 from errprop.stats import paired, summary
-from errprop.study_report import provenance
 from errprop.train import pick_device, train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,8 +36,8 @@ from errprop.builders import build_process, load_data, load_run
 from errprop.diagnostics.budget import compare_schedules
 from errprop.evaluate import evaluate, row
 from errprop.files import read_cached, write_cached
+from errprop.provenance import provenance
 from errprop.stats import paired, summary
-from errprop.study_report import provenance
 from errprop.train import train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,10 +67,10 @@ def test_study_needs_a_mixture_and_a_baseline_first(tmp_path):
 
 def test_provenance_names_the_code_the_process_loaded(monkeypatch):
     """A report written after the repository moved on names the commit the process started with."""
-    from errprop import study_report
+    from errprop import provenance
 
-    monkeypatch.setattr(study_report, "_commit", lambda: "bbbbbbb")
-    monkeypatch.setattr(study_report, "_LOADED", "bbbbbbb")
-    assert study_report.provenance()["commit"] == "bbbbbbb"
-    monkeypatch.setattr(study_report, "_LOADED", "aaaaaaa")
-    assert study_report.provenance()["commit"] == "aaaaaaa (code loaded at start; HEAD bbbbbbb when written)"
+    monkeypatch.setattr(provenance, "commit", lambda: "bbbbbbb")
+    monkeypatch.setattr(provenance, "_LOADED", "bbbbbbb")
+    assert provenance.provenance()["commit"] == "bbbbbbb"
+    monkeypatch.setattr(provenance, "_LOADED", "aaaaaaa")
+    assert provenance.provenance()["commit"] == "aaaaaaa (code loaded at start; HEAD bbbbbbb when written)"

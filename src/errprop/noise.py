@@ -1,28 +1,37 @@
 """Per-sample random streams: a sample never depends on the batch it was drawn in.
 
-Each row of a batch owns a CPU ``torch.Generator`` seeded from ``(seed, *key, index)``; every draw
-takes row i from stream i. The same streams serve sampling (initial and injected noise) and
+Each row of a batch owns a counter-based stream named by ``(seed, *key, index)``: its k-th 64-bit
+word is the SplitMix64 output ``mix(s + (k + 1)·γ)`` of the row's stream seed ``s`` (Steele, Lea
+& Flood 2014), so any word of any stream is a pure function of (stream, counter) and a whole batch
+is drawn with a few vectorised array operations instead of one generator per row. Every draw takes
+row i's next words from stream i. The same streams serve sampling (initial and injected noise) and
 training (noise levels and ε), so a sample, or a training step, is the same whatever the batch
-size, the batch order or the number of DDP ranks that share the batch. Draws happen on the CPU and
-are moved to the target device, so samples agree across devices up to the network's numerics.
+size, the batch order or the number of DDP ranks that share the batch.
+
+Draws are computed on the CPU in float64 and rounded once to the requested dtype (so a float32
+draw is the float64 draw rounded), then moved to the target device: samples agree across devices
+up to the network's numerics. Uniforms keep the dtype's mantissa bits of a word (never 1.0 after
+rounding); normals are Box–Muller pairs from two words each.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio in 64 bits)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijective 64-bit mix (vectorised; numpy wraps uint64 overflow)."""
+    """SplitMix64 finaliser of ``x + γ``: a bijective 64-bit mix (vectorised; uint64 wraps)."""
     with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK
+        x = x + _GAMMA
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
 
 
@@ -32,6 +41,13 @@ def stream_seeds(seed: int, indices: Sequence[int] | np.ndarray, *key: int) -> n
     for k in key:
         h = _splitmix64(h ^ np.uint64(k & 0xFFFFFFFFFFFFFFFF))
     return _splitmix64(h ^ np.asarray(indices, dtype=np.uint64))
+
+
+def stream_words(seeds: np.ndarray, counters: np.ndarray, m: int) -> np.ndarray:
+    """Words ``counters[i] .. counters[i] + m − 1`` of streams ``seeds``: (len(seeds), m) uint64."""
+    k = counters[:, None] + np.arange(m, dtype=np.uint64)[None]
+    with np.errstate(over="ignore"):
+        return _splitmix64(seeds[:, None] + k * _GAMMA)
 
 
 class Noise:
@@ -44,9 +60,9 @@ class Noise:
     """
 
     def __init__(self, seeds: np.ndarray, device: torch.device | str = "cpu") -> None:
-        self.seeds = np.asarray(seeds, dtype=np.uint64)
+        self.seeds = np.asarray(seeds, dtype=np.uint64).reshape(-1)
         self.device = torch.device(device)
-        self._gens = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+        self.counters = np.zeros(len(self.seeds), dtype=np.uint64)  # words used so far, per stream
 
     @classmethod
     def from_seed(
@@ -56,28 +72,41 @@ class Noise:
         return cls(stream_seeds(seed, np.arange(start, start + n), *key), device)
 
     def __len__(self) -> int:
-        return len(self._gens)
+        return len(self.seeds)
 
     def __getitem__(self, idx: slice) -> Noise:
-        """The sub-batch of streams ``idx`` (they share state with this object's streams)."""
+        """The sub-batch of streams ``idx`` (a view: its draws advance this object's streams)."""
+        if not isinstance(idx, slice):
+            raise TypeError("Noise: index with a slice (a sub-batch shares its rows' stream state)")
         sub = Noise.__new__(Noise)
-        sub.seeds, sub.device, sub._gens = self.seeds[idx], self.device, self._gens[idx]
+        sub.seeds, sub.device, sub.counters = self.seeds[idx], self.device, self.counters[idx]
         return sub
 
-    def _draw(self, fill, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        # In-place fills of the rows (what torch.randn/rand(out=...) run, minus their per-call
-        # argument handling); pinned host memory lets the copy to a GPU run without waiting for
-        # the work already queued there.
-        pin = self.device.type == "cuda"
-        out = torch.empty((len(self._gens), *shape), dtype=dtype, pin_memory=pin)
-        for row, g in zip(out.unbind(0), self._gens):
-            fill(row, generator=g)
-        return out.to(self.device, non_blocking=pin)
+    def _words(self, m: int) -> np.ndarray:
+        w = stream_words(self.seeds, self.counters, m)
+        self.counters += np.uint64(m)  # in place: a slice's counters are a view of its parent's
+        return w
+
+    def _out(self, values: np.ndarray, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        t = torch.from_numpy(values.reshape(len(self.seeds), *shape)).to(dtype)
+        return t.to(self.device, non_blocking=self.device.type == "cuda")
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Standard normal draws of shape (batch, *shape)."""
-        return self._draw(torch.Tensor.normal_, shape, dtype)
+        """Standard normal draws of shape (batch, *shape) (Box–Muller, 2 words per pair)."""
+        m = math.prod(shape)
+        pairs = (m + 1) // 2
+        w = self._words(2 * pairs)
+        scale = 2.0**-53
+        u1 = ((w[:, 0::2] >> np.uint64(11)).astype(np.float64) + 1.0) * scale  # (0, 1]: log is finite
+        u2 = (w[:, 1::2] >> np.uint64(11)).astype(np.float64) * scale
+        r, a = np.sqrt(-2.0 * np.log(u1)), (2.0 * math.pi) * u2
+        z = np.stack([r * np.cos(a), r * np.sin(a)], axis=-1).reshape(len(self.seeds), 2 * pairs)
+        return self._out(z[:, :m], shape, dtype)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Uniform [0, 1) draws of shape (batch, *shape)."""
-        return self._draw(torch.Tensor.uniform_, shape, dtype)
+        """Uniform [0, 1) draws of shape (batch, *shape): the dtype's mantissa bits of one word each,
+        so the value is exact in ``dtype`` and never rounds up to 1."""
+        m = math.prod(shape)
+        bits = min(round(-math.log2(torch.finfo(dtype).eps)) + 1, 53)  # float32: 24
+        u = (self._words(m) >> np.uint64(64 - bits)).astype(np.float64) * 2.0**-bits
+        return self._out(u, shape, dtype)

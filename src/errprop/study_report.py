@@ -4,10 +4,6 @@ and plots with bands over seeds, the exact denoiser and the floor."""
 from __future__ import annotations
 
 import math
-import os
-import platform
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,44 +13,11 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from .files import save_figure  # noqa: E402
+from .provenance import provenance  # noqa: E402
 from .report import Report  # noqa: E402
 from .study import QUALITY, Arm, Settings, verdict  # noqa: E402
-
-
-def _commit() -> str:
-    """The repository's commit (with "+uncommitted changes" when the tree differs), or "unknown"."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=root, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=root, timeout=10).stdout.strip()
-        return (commit + ("+uncommitted changes" if dirty else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-# The code a long experiment runs is the code its process loaded: a result written hours later,
-# after the repository moved on, names this commit (and the later HEAD beside it).
-_LOADED = _commit()
-
-
-def provenance() -> dict:
-    """Commit, machine and date of a result (what every table in docs/ carries)."""
-    now = _commit()
-    commit = _LOADED if now == _LOADED else f"{_LOADED} (code loaded at start; HEAD {now} when written)"
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads"}
 
 
 def _fmt_ms(s: dict) -> str:

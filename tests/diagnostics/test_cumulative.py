@@ -71,15 +71,15 @@ def test_profile_costs_one_sampling_run(mix):
 def test_known_bias_raises_cumulative_error_at_every_step(mix):
     # D + δ along a short VE chain from σ_max = 2 (whose start mismatch the exact chain shares).
     # All chains share their noise and the reference data. At σ_max they coincide; one step later
-    # the δ = 0.2 shift is ≈ 0.14 of the spread, about 3 standard errors at n = 600, so the strict
-    # order holds at this seed (for 1 seed in 6 the first step is within noise); from the second
+    # the δ = 0.2 shift is ≈ 0.14 of the spread, about 5 standard errors at n = 2000, so the strict
+    # order holds (it did for seeds 0–3; at n = 600 or 1200 some seeds failed); from the second
     # step on every excess is above the data-vs-data floor.
     process = VEProcess(sigma_min=0.01, sigma_max=2.0)
     sigmas = make_grid("edm", process, 6)
     runs = {}
     for delta in (0.0, 0.2, 0.5):
         den = lambda x, s, delta=delta: mix(x, s) + delta  # noqa: E731
-        runs[delta] = cumulative_error(den, process, mix, sigmas, n=600, seed=0,
+        runs[delta] = cumulative_error(den, process, mix, sigmas, n=2000, seed=0,
                                        metrics=("mmd2", "swd", "xent"), floor=delta == 0,
                                        dtype=torch.float64)
     for m in ("mmd2", "swd", "xent"):
@@ -91,12 +91,15 @@ def test_known_bias_raises_cumulative_error_at_every_step(mix):
 
 
 def test_exact_chain_stays_at_the_floor(mix):
+    # One chain's MMD² and the floor (|MMD²| of two data samples) are each one draw of a heavy-tailed
+    # null distribution, and a chain carries its deviation from step to step, so a single seed's
+    # ratio ranges over 0.3–4; averaged over 4 seeds both are stable estimates of the same scale.
     process = VEProcess(sigma_min=0.002, sigma_max=80)
-    res = cumulative_error(mix, process, mix, make_grid("edm", process, 40), step="heun", n=300,
-                           points=8, metrics=("mmd2", "xent"))
-    for v, f in zip(res["mmd2"], res["mmd2_floor"]):
-        assert v < 3 * f, (res["mmd2"], res["mmd2_floor"])
-    assert max(abs(v) for v in res["xent"]) < 0.1
+    runs = [cumulative_error(mix, process, mix, make_grid("edm", process, 40), step="heun", n=300,
+                             seed=s, points=8, metrics=("mmd2", "xent")) for s in range(4)]
+    mmd, floor, xent = (np.mean([r[k] for r in runs], axis=0) for k in ("mmd2", "mmd2_floor", "xent"))
+    assert (mmd < 2 * floor).all(), (mmd, floor)
+    assert np.abs(xent).max() < 0.1, xent
 
 
 def test_image_data_gets_sample_metrics_only():

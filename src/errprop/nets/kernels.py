@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -23,18 +22,9 @@ from types import ModuleType
 import torch
 
 from ..data.images import cache_dir
+from ..provenance import cpu_signature
 
 SOURCE = Path(__file__).with_name("group_norm_cpu.cpp")
-
-
-def _cpu_flags() -> str:
-    """The CPU's model and feature flags (what ``-march=native`` compiles for)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    keep = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2]
-    return "\n".join(keep)
 
 
 def enabled() -> bool:
@@ -50,7 +40,7 @@ def group_norm() -> ModuleType | None:
     # The source's path is in the name too: ninja rebuilds when it moves, so two checkouts
     # sharing one cache would otherwise rebuild each other's kernel at every switch.
     tag = hashlib.sha256(
-        SOURCE.read_bytes() + f"{SOURCE}|{torch.__version__}|{sys.version}|{_cpu_flags()}".encode()
+        SOURCE.read_bytes() + f"{SOURCE}|{torch.__version__}|{sys.version}|{cpu_signature()}".encode()
     ).hexdigest()[:16]
     name = f"errprop_group_norm_{tag}"
     build = cache_dir() / "kernels" / name
