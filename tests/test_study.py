@@ -74,3 +74,14 @@ def test_provenance_names_the_code_the_process_loaded(monkeypatch):
     assert provenance.provenance()["commit"] == "bbbbbbb"
     monkeypatch.setattr(provenance, "_LOADED", "aaaaaaa")
     assert provenance.provenance()["commit"] == "aaaaaaa (code loaded at start; HEAD bbbbbbb when written)"
+
+
+@pytest.mark.slow  # worker processes start a fresh interpreter each (torch's import: seconds)
+def test_parallel_study_equals_the_sequential_one(tmp_path):
+    arms = [Arm("baseline", "base", []), Arm("sa2", "SA-2", ["loss.name=sa", "loss.sa.K=2"])]
+    s = Settings(base=BASE, **TINY)
+    run_study(tmp_path / "seq", arms, s, progress=False, log=lambda m: None, jobs=1)
+    logs = []
+    run_study(tmp_path / "par", arms, s, progress=False, log=logs.append, jobs=2)
+    assert any("in 2 processes" in m for m in logs)  # it did run in workers
+    assert (tmp_path / "seq" / "study.json").read_bytes() == (tmp_path / "par" / "study.json").read_bytes()

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from . import config as config_mod
 from .errors import ErrpropError
+
+# Only the standard library and errprop.errors at import: `errprop --help` and argument errors
+# answer before torch is loaded (≈ 1.5 s); each command imports what it needs when it runs.
 
 
 def _steps_list(text: str) -> list[int]:
@@ -22,6 +22,28 @@ def _steps_list(text: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
+
+
+class _SamplerNames:
+    """The sampler registry's names as argparse ``choices``, read from :mod:`errprop.samplers` (and
+    so torch) only when a sampler argument is checked or its help is printed."""
+
+    def __init__(self, with_data: bool = False) -> None:
+        self.with_data = with_data
+
+    def _names(self) -> tuple[str, ...]:
+        from .samplers import NAMES, SAMPLERS
+
+        return tuple(SAMPLERS) if self.with_data else NAMES
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def _positive(text: str) -> int:
@@ -99,6 +121,7 @@ def _is_main_rank() -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
+    from . import config as config_mod
     from .files import make_dir, write_text
     from .train import train
 
@@ -162,6 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _init_config(args: argparse.Namespace):
     """``--config`` (training: data, loss, optimiser) with the process, network and sampling
     conventions of the ``--init diffusers:PATH`` model, then ``--set``."""
+    from . import config as config_mod
     from .diffusers_io import config_from_diffusers, is_diffusers
 
     if not is_diffusers(args.init):
@@ -212,6 +236,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                  clip=sample_clip(run.config))
     stem = f"{sampler}-{grid}-{steps}-{seed}{'-raw' if args.raw else ''}"
     def save_npz(path: Path) -> None:
+        import numpy as np
+
         with open(path, "wb") as f:  # a file object: numpy would add ".npz" to the temporary's name
             np.savez_compressed(f, x=x.numpy())
 
@@ -386,10 +412,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
+    import shlex
+
     from .demo import demo
     from .files import make_dir
 
-    report = demo(make_dir(Path(args.out), "--out") if args.out else None, quick=args.quick)
+    command = shlex.join(["errprop", "demo", *(["--quick"] if args.quick else []),
+                          *(["--jobs", str(args.jobs)] if args.jobs else []),
+                          *(["--out", args.out] if args.out else [])])
+    report = demo(make_dir(Path(args.out), "--out") if args.out else None, quick=args.quick,
+                  jobs=args.jobs, command=command)
     print(f"report: {report}")
     return 0
 
@@ -407,8 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
-    from .samplers import NAMES as samplers
-    from .samplers import SAMPLERS
+    samplers = _SamplerNames()
     grids = ("uniform", "quadratic", "edm", "exponential", "list")
     t = command("train", "train a model from a YAML config (or continue one with --resume)")
     t.add_argument("--config", help="YAML config; default: the built-in defaults (ring of 8)")
@@ -433,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("sample", "draw samples from a trained run (an .npz and a picture)")
     s.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
-    s.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
+    s.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
+                   help="%(choices)s; default: the run's sample.sampler")
     s.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
     s.add_argument("--seed", type=int, help="sample seed; default: the run's sample.seed")
@@ -478,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     g.add_argument("--what", default="modular,cumulative,gap",
                    help="comma-separated: modular, cumulative, amplification, gap, budget")
-    g.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
+    g.add_argument("--sampler", choices=_SamplerNames(with_data=True), metavar="SAMPLER",
+                   help="%(choices)s; default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     g.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
     g.add_argument("--n", type=_positive, default=1000, help="samples (chains)")
@@ -499,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(errprop.optimal_grid)",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     o.add_argument("run", help="run folder, checkpoint, or diffusers:PATH")
-    o.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
+    o.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
+                   help="%(choices)s; default: the run's sample.sampler")
     o.add_argument("--steps", type=_positive, required=True, help="number of sampling steps N (≥ 2)")
     o.add_argument("--objective", choices=("modular", "klub", "xent"), default="modular",
                    help="modular: summed exact modular KL by DP (mixtures, Gaussian steps); klub: AYS-style "
@@ -526,10 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output folder; default: runs/compare-<time>")
     c.set_defaults(fn=cmd_compare)
 
-    d = command("demo", "the whole experiment on built-in data, with a report (≈ 5 min on 2 cores)")
+    d = command("demo", "the whole experiment on built-in data, with a report (≈ 3 min on 2 cores)")
     d.add_argument("--out", help="output folder; default: runs/demo-<time>")
     d.add_argument("--quick", action="store_true",
                    help="a 20-second smoke run of every stage (its numbers are not meaningful)")
+    d.add_argument("--jobs", type=_positive, metavar="N",
+                   help="worker processes (one thread each); default: one per core")
     d.set_defaults(fn=cmd_demo)
     return p
 

@@ -11,14 +11,16 @@ is deterministic: two runs write the same numbers.
 
 from __future__ import annotations
 
-import shlex
-import sys
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from .study import Arm, Settings, run_study
+from .errors import ErrpropError
+from .provenance import cpu_model
+from .results import write_result
+from .study import Arm, Settings, run_study, verdict
 from .study_report import write_report
 
 #: The objectives compared, at the balance of each paper's released code (README table).
@@ -34,13 +36,28 @@ BASE = ["data.name=ring8", "model.width=128", "model.depth=2", "train.batch_size
         "train.lr=1e-3", "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100"]
 
 
-def demo(out: Path | None = None, quick: bool = False, progress: bool = True) -> Path:
+def default_jobs() -> int:
+    """One worker process per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def demo(out: Path | None = None, quick: bool = False, progress: bool = True, jobs: int | None = None,
+         command: str = "errprop demo") -> Path:
     """Run the demo into ``out`` (default ``runs/demo-<time>``); returns the report's path.
 
     ``quick`` shrinks every stage (for tests and smoke runs); its numbers are then not meaningful.
-    An interrupted demo continues where it stopped when run again with the same ``out``.
+    ``jobs`` single-thread worker processes train and measure the (objective, seed) pairs side by
+    side (default: one per core); the numbers are the same for any ``jobs``. An interrupted demo
+    continues where it stopped when run again with the same ``out``. Besides the report, writes
+    ``demo.json``: the wall-clock, the jobs, the machine and the verdict of this run.
     """
     t0 = time.perf_counter()
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ErrpropError(f"demo: jobs must be ≥ 1, got {jobs}")
     out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     steps = 150 if quick else 2000
     settings = Settings(
@@ -48,21 +65,30 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True) ->
         seeds=[0, 1] if quick else [0, 1, 2],
         sampling_steps=[5, 10] if quick else [5, 10, 20, 50],
         n=300 if quick else 2000, diag_steps=10 if quick else 20, n_diag=200 if quick else 1000)
-    # Tiny networks: one intra-op thread is faster than several fighting over two cores.
+    # Tiny networks: one intra-op thread per process is faster than several fighting over the cores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        study = run_study(out, ARMS, settings, progress=progress,
+        study = run_study(out, ARMS, settings, progress=progress, jobs=jobs,
                           log=lambda m: print(m.replace("[study]", "[demo]"), flush=True))
     finally:
         torch.set_num_threads(threads)
     print("[demo] writing the report", flush=True)
-    command = shlex.join(["errprop", *sys.argv[1:]]) if sys.argv[0].endswith("errprop") else "errprop demo"
-    elapsed = time.perf_counter() - t0
+    study_s = time.perf_counter() - t0
+    summ = study["summary"]
     report = write_report(out, study, ARMS, settings, "errprop demo: do SA and EP reduce error "
                           "propagation on the ring of 8?", command,
                           "ring of 8 Gaussians (exact density, score and denoiser)",
-                          extra=f"Wall-clock of this run: {elapsed:.0f} s"
+                          extra=f"Training and measuring took {study_s:.0f} s (wall-clock) with {jobs} "
+                          f"worker process{'es' if jobs > 1 else ''}"
                           + (" (--quick: numbers not meaningful)." if quick else "."))
-    print(f"[demo] done in {elapsed:.0f} s", flush=True)
+    elapsed = time.perf_counter() - t0
+    write_result(out, "demo", "errprop demo: wall-clock and verdict", command,
+                 {"seconds": round(elapsed, 1), "study_seconds": round(study_s, 1), "jobs": jobs, "quick": quick,
+                  "verdict": verdict(summ, ARMS, settings),
+                  "train_seconds": summ.get("train_seconds")},
+                 [["wall-clock (s)", "jobs", "quick"], [f"{elapsed:.0f}", str(jobs), str(quick)]],
+                 verdict(summ, ARMS, settings))
+    print(f"[demo] done in {elapsed:.0f} s ({jobs} job{'s' if jobs > 1 else ''}; {cpu_model()})",
+          flush=True)
     return report

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -29,18 +30,28 @@ _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden rat
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser of ``x + γ``: a bijective 64-bit mix (vectorised; uint64 wraps)."""
     with np.errstate(over="ignore"):
-        x = x + _GAMMA
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        x = x + _GAMMA  # the one copy: every later operation works in place (small batches are
+        x ^= x >> np.uint64(30)  # bound by numpy's per-call cost, not by arithmetic)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+        return x
+
+
+@lru_cache(maxsize=256)
+def _key_hash(seed: int, key: tuple[int, ...]) -> np.uint64:
+    """The hash of ``(seed, *key)`` that names a family of streams (cached: the training loop
+    asks for the same few keys every step)."""
+    h = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    for k in key:
+        h = _splitmix64(h ^ np.uint64(k & 0xFFFFFFFFFFFFFFFF))
+    return h[0]
 
 
 def stream_seeds(seed: int, indices: Sequence[int] | np.ndarray, *key: int) -> np.ndarray:
     """64-bit seeds for the streams ``(seed, *key, i)`` for each i in ``indices``."""
-    h = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    for k in key:
-        h = _splitmix64(h ^ np.uint64(k & 0xFFFFFFFFFFFFFFFF))
-    return _splitmix64(h ^ np.asarray(indices, dtype=np.uint64))
+    return _splitmix64(np.asarray(indices, dtype=np.uint64) ^ _key_hash(int(seed), tuple(map(int, key))))
 
 
 def stream_words(seeds: np.ndarray, counters: np.ndarray, m: int) -> np.ndarray:

@@ -18,14 +18,20 @@ Results are cached per (arm, seed) and runs are resumable, so an interrupted stu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
+import os
+import signal
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import config as config_mod
 from .builders import build_process, load_data, load_run
@@ -42,7 +48,7 @@ from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import paired, summary
 from .streams import KEY_DATA, default_dtype, draw_data, reference_sets
-from .train import train_to_end
+from .train import read_metrics, train_to_end
 
 _MMD_N = 1000
 
@@ -129,48 +135,105 @@ def floors(mixture, settings: Settings, seed: int) -> dict:
 
 
 # --------------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class _Unit:
+    """One (arm, seed) of a study: its config, run folder and cache key."""
+
+    arm: Arm
+    seed: int
+    cfg: config_mod.Config
+    run: Path
+
+    @property
+    def key(self) -> dict:
+        return {"config": self.cfg.to_dict()}
+
+
+def _units(out: Path, arms: Sequence[Arm], settings: Settings) -> list[_Unit]:
+    units = []
+    for arm in arms:
+        for seed in settings.seeds:
+            cfg = config_mod.load(overrides=settings.base + arm.overrides + [f"train.seed={seed}"])
+            units.append(_Unit(arm, seed, cfg, out / "runs" / arm.name / f"seed{seed}"))
+    return units
+
+
+def _cached(unit: _Unit, settings: Settings) -> dict | None:
+    """The unit's cached measurement if it was made with these settings and this config."""
+    cache = unit.run / "study.json"
+    if not cache.is_file():
+        return None
+    cached = json.loads(cache.read_text())
+    old = cached.get("key") if isinstance(cached.get("key"), dict) else {}
+    if old.get("settings") == settings.key() and config_mod.same(old.get("config"), unit.cfg):
+        return cached
+    return None
+
+
+def _train_and_measure(unit: _Unit, settings: Settings, progress: bool) -> dict:
+    """Train one (arm, seed) to the end and measure it; the result is cached in its run folder."""
+    mixture = load_data(unit.cfg)
+    t0 = time.perf_counter()
+    train_to_end(unit.cfg, unit.run, progress)
+    train_s = time.perf_counter() - t0
+    r = load_run(unit.run)
+    res = measure(r.denoiser, r.process, mixture, settings, unit.seed)
+    cached = {"key": {"settings": settings.key(), "config": unit.cfg.to_dict()}, "result": res,
+              "train_seconds": train_s}
+    atomic_write_text(unit.run / "study.json", json.dumps(cached))
+    return cached
+
+
+def _measure_exact(base: list[str], settings: Settings, seed: int) -> tuple[dict, dict]:
+    """The exact denoiser's measurements and the data-vs-data floors of one seed."""
+    cfg = config_mod.load(overrides=base)
+    mixture, process = load_data(cfg), build_process(cfg)
+    return measure(mixture, process, mixture, settings, seed), floors(mixture, settings, seed)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
 def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool = True,
-              log=print) -> dict:
-    """Train and measure every arm × seed into ``out`` and return the summary (also ``study.json``)."""
+              log=print, jobs: int = 1) -> dict:
+    """Train and measure every arm × seed into ``out`` and return the summary (also ``study.json``).
+
+    ``jobs`` > 1 runs the (arm, seed) trainings and measurements, and the exact denoiser's, in
+    that many worker processes, each with the calling process's intra-op thread count; every unit
+    computes exactly what it computes alone, so ``study.json`` is the same for any ``jobs``.
+    Finished units are cached in their run folders and interrupted trainings continue from their
+    checkpoints, so a study rerun after an interruption only does what is left.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if arms[0].name != "baseline":
         raise ErrpropError("run_study: the first arm must be the baseline the others are paired with")
     base_cfg = config_mod.load(overrides=settings.base)
-    mixture, process = load_data(base_cfg), build_process(base_cfg)
-    if not isinstance(mixture, GaussianMixture):
+    if not isinstance(load_data(base_cfg), GaussianMixture):
         raise ErrpropError("a study needs Gaussian-mixture data (exact metrics); got "
                            f"data.name {base_cfg.data.name!r}")
+    units = _units(out, arms, settings)
+    done = {(u.arm.name, u.seed): c for u in units if (c := _cached(u, settings)) is not None}
+    todo = [u for u in units if (u.arm.name, u.seed) not in done]
+    exact: dict = {}
+    if jobs <= 1:
+        for u in todo:
+            log(f"[study] {u.arm.label}, seed {u.seed}: training {u.cfg.train.steps} steps and "
+                f"measuring → {u.run}")
+            done[(u.arm.name, u.seed)] = _train_and_measure(u, settings, progress)
+        log("[study] the exact denoiser: measuring (the reference every model is compared with)")
+        for seed in settings.seeds:
+            exact[seed] = _measure_exact(settings.base, settings, seed)
+    else:
+        _run_parallel(todo, settings, jobs, progress, log, done, exact)
     results: dict = {"exact": {}, "floor": {}}
     times: dict = {}
-    for arm in arms:
-        results[arm.name] = {}
-        for seed in settings.seeds:
-            cfg = config_mod.load(overrides=settings.base + arm.overrides + [f"train.seed={seed}"])
-            run = out / "runs" / arm.name / f"seed{seed}"
-            cache = run / "study.json"
-            key = {"settings": settings.key(), "config": cfg.to_dict()}
-            if cache.is_file():
-                cached = json.loads(cache.read_text())
-                old = cached.get("key") if isinstance(cached.get("key"), dict) else {}
-                if old.get("settings") == key["settings"] and config_mod.same(old.get("config"), cfg):
-                    results[arm.name][seed] = cached["result"]
-                    times.setdefault(arm.name, []).append(cached["train_seconds"])
-                    continue
-            log(f"[study] {arm.label}, seed {seed}: training {cfg.train.steps} steps → {run}")
-            t0 = time.perf_counter()
-            train_to_end(cfg, run, progress)
-            train_s = time.perf_counter() - t0
-            r = load_run(run)
-            log(f"[study] {arm.label}, seed {seed}: measuring quality and error propagation")
-            res = measure(r.denoiser, r.process, mixture, settings, seed)
-            atomic_write_text(cache, json.dumps({"key": key, "result": res, "train_seconds": train_s}))
-            results[arm.name][seed] = res
-            times.setdefault(arm.name, []).append(train_s)
-    log("[study] the exact denoiser: measuring (the reference every model is compared with)")
+    for u in units:  # assembled in one fixed order, whatever order the units finished in
+        results.setdefault(u.arm.name, {})[u.seed] = done[(u.arm.name, u.seed)]["result"]
+        times.setdefault(u.arm.name, []).append(done[(u.arm.name, u.seed)]["train_seconds"])
     for seed in settings.seeds:
-        results["exact"][seed] = measure(mixture, process, mixture, settings, seed)
-        results["floor"][seed] = floors(mixture, settings, seed)
+        results["exact"][seed], results["floor"][seed] = exact[seed]
     summary_ = summarize(results, arms, settings)
     atomic_write_text(out / "study.json", json.dumps(
         {"settings": vars(settings), "arms": [vars(a) for a in arms], "results": to_jsonable(results),
@@ -179,6 +242,51 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
     summary_["train_seconds"] = {a: summary(v) for a, v in times.items()}
     atomic_write_text(out / "timing.json", json.dumps(summary_["train_seconds"], indent=1))
     return {"results": results, "summary": summary_}
+
+
+def _steps_done(run: Path) -> int:
+    rows = read_metrics(run / "metrics.jsonl")
+    return rows[-1]["step"] if rows else 0
+
+
+def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, progress: bool, log,
+                  done: dict, exact: dict) -> None:
+    """The units (and the exact denoiser's measurements) in ``jobs`` worker processes, with one
+    progress bar over all training steps (read from the runs' metrics.jsonl as they are written)."""
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
+    total = sum(u.cfg.train.steps for u in todo)
+    bar = tqdm(total=total, disable=not progress or not todo, desc=f"train ({jobs} jobs)",
+               unit="step", dynamic_ncols=True, mininterval=1.0)
+    log(f"[study] {len(todo)} trainings and measurements and the exact denoiser's in {jobs} processes")
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                               initargs=(torch.get_num_threads(),))
+    try:
+        futures = {pool.submit(_train_and_measure, u, settings, False): u for u in todo}
+        futures |= {pool.submit(_measure_exact, settings.base, settings, s): s for s in settings.seeds}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in finished:
+                what = futures[f]
+                if isinstance(what, _Unit):
+                    done[(what.arm.name, what.seed)] = f.result()  # re-raises a worker's error
+                    with tqdm.external_write_mode():
+                        log(f"[study] {what.arm.label}, seed {what.seed}: trained and measured")
+                else:
+                    exact[what] = f.result()
+            bar.n = sum(min(_steps_done(u.run), u.cfg.train.steps) for u in todo)
+            bar.refresh()
+    except BaseException:
+        # Ctrl-C reaches the workers too (same process group); a kill of this process alone does
+        # not: interrupt them, so that each saves its checkpoint and the rerun continues from it.
+        for p in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
 
 
 # --------------------------------------------------------------------------------- summarising

@@ -1,0 +1,37 @@
+"""Result files: one JSON (the numbers, with their provenance) and one Markdown table made from it.
+
+Every benchmark and experiment writes its result through :func:`write_result`, so each file in
+``docs/results/`` names the command, commit, machine and date that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .files import atomic_write_text, to_jsonable
+from .provenance import provenance
+
+
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """A Markdown table from a header row and body rows (cells already formatted)."""
+    head, *body = rows
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def write_result(out_dir: str | Path, name: str, title: str, command: str, data: dict,
+                 table: list[list[str]], notes: str = "") -> dict:
+    """Write ``out_dir/name.json`` (``data`` + provenance + command) and ``name.md`` (title,
+    provenance, the table, ``notes``); both atomically. Returns the JSON payload."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"title": title, "command": command, **provenance(), **to_jsonable(data)}
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(payload, indent=1) + "\n")
+    lines = [f"# {title}", "", f"- command: `{command}`",
+             f"- commit: {payload['commit']}, date: {payload['date']}",
+             f"- machine: {payload['machine']}", "", *markdown_table(table), ""]
+    if notes:
+        lines += [notes, ""]
+    atomic_write_text(out_dir / f"{name}.md", "\n".join(lines))
+    return payload
