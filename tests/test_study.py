@@ -76,12 +76,31 @@ def test_provenance_names_the_code_the_process_loaded(monkeypatch):
     assert provenance.provenance()["commit"] == "aaaaaaa (code loaded at start; HEAD bbbbbbb when written)"
 
 
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seq")
+    run_study(out, PAIR, Settings(base=BASE, **TINY), progress=False, log=lambda m: None, jobs=1)
+    return (out / "study.json").read_bytes()
+
+
+PAIR = [Arm("baseline", "base", []), Arm("sa2", "SA-2", ["loss.name=sa", "loss.sa.K=2"])]
+
+
 @pytest.mark.slow  # worker processes start a fresh interpreter each (torch's import: seconds)
-def test_parallel_study_equals_the_sequential_one(tmp_path):
-    arms = [Arm("baseline", "base", []), Arm("sa2", "SA-2", ["loss.name=sa", "loss.sa.K=2"])]
-    s = Settings(base=BASE, **TINY)
-    run_study(tmp_path / "seq", arms, s, progress=False, log=lambda m: None, jobs=1)
+def test_parallel_study_equals_the_sequential_one(sequential, tmp_path):
     logs = []
-    run_study(tmp_path / "par", arms, s, progress=False, log=logs.append, jobs=2)
+    run_study(tmp_path, PAIR, Settings(base=BASE, **TINY), progress=False, log=logs.append, jobs=2)
     assert any("in 2 processes" in m for m in logs)  # it did run in workers
-    assert (tmp_path / "seq" / "study.json").read_bytes() == (tmp_path / "par" / "study.json").read_bytes()
+    assert (tmp_path / "study.json").read_bytes() == sequential
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_runs_the_same_study(sequential, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        logs = []
+        run_study(tmp_path, PAIR, Settings(base=BASE, **TINY), progress=False, log=logs.append,
+                  executor=client.get_executor())
+    assert any("ClientExecutor" in m for m in logs)
+    assert (tmp_path / "study.json").read_bytes() == sequential

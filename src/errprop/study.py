@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,8 +170,10 @@ def _cached(unit: _Unit, settings: Settings) -> dict | None:
     return None
 
 
-def _train_and_measure(unit: _Unit, settings: Settings, progress: bool) -> dict:
-    """Train one (arm, seed) to the end and measure it; the result is cached in its run folder."""
+def _train_and_measure(unit: _Unit, settings: Settings, progress: bool, threads: int) -> dict:
+    """Train one (arm, seed) to the end and measure it; the result is cached in its run folder.
+    ``threads``: intra-op threads, the same wherever the unit runs (they can change the rounding)."""
+    torch.set_num_threads(threads)
     mixture = load_data(unit.cfg)
     t0 = time.perf_counter()
     train_to_end(unit.cfg, unit.run, progress)
@@ -184,24 +186,23 @@ def _train_and_measure(unit: _Unit, settings: Settings, progress: bool) -> dict:
     return cached
 
 
-def _measure_exact(base: list[str], settings: Settings, seed: int) -> tuple[dict, dict]:
+def _measure_exact(base: list[str], settings: Settings, seed: int, threads: int) -> tuple[dict, dict]:
     """The exact denoiser's measurements and the data-vs-data floors of one seed."""
+    torch.set_num_threads(threads)
     cfg = config_mod.load(overrides=base)
     mixture, process = load_data(cfg), build_process(cfg)
     return measure(mixture, process, mixture, settings, seed), floors(mixture, settings, seed)
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool = True,
-              log=print, jobs: int = 1) -> dict:
+              log=print, jobs: int = 1, executor: Executor | None = None) -> dict:
     """Train and measure every arm × seed into ``out`` and return the summary (also ``study.json``).
 
     ``jobs`` > 1 runs the (arm, seed) trainings and measurements, and the exact denoiser's, in
     that many worker processes, each with the calling process's intra-op thread count; every unit
     computes exactly what it computes alone, so ``study.json`` is the same for any ``jobs``.
+    ``executor``: run the units on any :class:`concurrent.futures.Executor` instead — e.g. a Dask
+    cluster's ``Client(...).get_executor()`` — whose workers see ``out`` (a shared file system).
     Finished units are cached in their run folders and interrupted trainings continue from their
     checkpoints, so a study rerun after an interruption only does what is left.
     """
@@ -217,16 +218,18 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
     done = {(u.arm.name, u.seed): c for u in units if (c := _cached(u, settings)) is not None}
     todo = [u for u in units if (u.arm.name, u.seed) not in done]
     exact: dict = {}
-    if jobs <= 1:
+    threads = torch.get_num_threads()
+    if jobs <= 1 and executor is None:
         for u in todo:
             log(f"[study] {u.arm.label}, seed {u.seed}: training {u.cfg.train.steps} steps and "
                 f"measuring → {u.run}")
-            done[(u.arm.name, u.seed)] = _train_and_measure(u, settings, progress)
+            done[(u.arm.name, u.seed)] = _train_and_measure(u, settings, progress, threads)
         log("[study] the exact denoiser: measuring (the reference every model is compared with)")
         for seed in settings.seeds:
-            exact[seed] = _measure_exact(settings.base, settings, seed)
+            exact[seed] = _measure_exact(settings.base, settings, seed, threads)
+        torch.set_num_threads(threads)
     else:
-        _run_parallel(todo, settings, jobs, progress, log, done, exact)
+        _run_parallel(todo, settings, jobs, executor, threads, progress, log, done, exact)
     results: dict = {"exact": {}, "floor": {}}
     times: dict = {}
     for u in units:  # assembled in one fixed order, whatever order the units finished in
@@ -249,20 +252,23 @@ def _steps_done(run: Path) -> int:
     return rows[-1]["step"] if rows else 0
 
 
-def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, progress: bool, log,
-                  done: dict, exact: dict) -> None:
-    """The units (and the exact denoiser's measurements) in ``jobs`` worker processes, with one
-    progress bar over all training steps (read from the runs' metrics.jsonl as they are written)."""
-    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
-    total = sum(u.cfg.train.steps for u in todo)
-    bar = tqdm(total=total, disable=not progress or not todo, desc=f"train ({jobs} jobs)",
-               unit="step", dynamic_ncols=True, mininterval=1.0)
-    log(f"[study] {len(todo)} trainings and measurements and the exact denoiser's in {jobs} processes")
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(torch.get_num_threads(),))
+def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, executor: Executor | None,
+                  threads: int, progress: bool, log, done: dict, exact: dict) -> None:
+    """The units (and the exact denoiser's measurements) on ``executor``, or in ``jobs`` worker
+    processes, with one progress bar over all training steps (read from the runs' metrics.jsonl
+    as they are written)."""
+    own = executor is None
+    if own:  # spawn: fork would copy torch's thread pools and locks
+        executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    where = f"{jobs} processes" if own else type(executor).__name__
+    bar = tqdm(total=sum(u.cfg.train.steps for u in todo), disable=not progress or not todo,
+               desc=f"train ({where})", unit="step", dynamic_ncols=True, mininterval=1.0)
+    log(f"[study] {len(todo)} trainings and measurements and the exact denoiser's in {where}")
+    futures: dict = {}
     try:
-        futures = {pool.submit(_train_and_measure, u, settings, False): u for u in todo}
-        futures |= {pool.submit(_measure_exact, settings.base, settings, s): s for s in settings.seeds}
+        futures = {executor.submit(_train_and_measure, u, settings, False, threads): u for u in todo}
+        futures |= {executor.submit(_measure_exact, settings.base, settings, s, threads): s
+                    for s in settings.seeds}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -277,16 +283,19 @@ def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, progress: bo
             bar.n = sum(min(_steps_done(u.run), u.cfg.train.steps) for u in todo)
             bar.refresh()
     except BaseException:
-        # Ctrl-C reaches the workers too (same process group); a kill of this process alone does
-        # not: interrupt them, so that each saves its checkpoint and the rerun continues from it.
-        for p in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(OSError):
-                os.kill(p.pid, signal.SIGINT)
-        pool.shutdown(wait=True, cancel_futures=True)
+        for f in futures:
+            f.cancel()
+        if own:
+            # Ctrl-C reaches the workers too (same process group); a kill of this process alone
+            # does not: interrupt them, so that each saves its checkpoint for the rerun.
+            for p in list(getattr(executor, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGINT)
         raise
     finally:
         bar.close()
-    pool.shutdown(wait=True)
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------- summarising
