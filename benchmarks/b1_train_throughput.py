@@ -224,6 +224,34 @@ def measure(
     return out
 
 
+#: Operator families of a U-Net step, by the aten op names their time is booked under.
+OP_FAMILIES = {
+    "convolution": ("conv", "mkldnn_convolution"),
+    "GroupNorm (+ SiLU)": ("group_norm", "groupnorm", "errprop_group_norm", "silu"),
+    "attention / matmul": ("addmm", "mm", "bmm", "baddbmm", "softmax", "scaled_dot_product", "linear"),
+    "optimizer": ("adam", "foreach", "fused"),
+}
+
+
+def op_shares(step: Callable[[], float], steps: int = 2) -> dict[str, float]:
+    """Share of one training step's CPU time per operator family (self time of aten ops under
+    torch.profiler, after one untimed step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    total, fam = 0.0, dict.fromkeys([*OP_FAMILIES, "other"], 0.0)
+    for ev in prof.key_averages():
+        t = ev.self_cpu_time_total
+        total += t
+        name = ev.key.lower()
+        hit = next((f for f, keys in OP_FAMILIES.items() if any(k in name for k in keys)), "other")
+        fam[hit] += t
+    return {k: v / total for k, v in fam.items()} if total else fam
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run B1 and write its results; returns the JSON payload."""
     p = argparse.ArgumentParser(
@@ -238,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list among fp32, bf16")
     p.add_argument("--quick", action="store_true", help="smoke run: batch 32, 1 step × 3 repeats")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    p.add_argument("--tag", help="suffix of the result files' name (e.g. the CPU: epyc_avx512)")
+    p.add_argument("--profile", action="store_true",
+                   help="also the share of each operator family in a step (torch.profiler)")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.repeats, args.warmup = 32, 1, 3, 1
@@ -266,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs[f"{name}/{dtype}"] = make_step(model, forward, dtype, args.batch, device)
 
     steps_per_s = measure(runs, args.steps, args.repeats, args.warmup, device)
+    shares = {k: op_shares(step) for k, step in runs.items()} if args.profile else {}
     img_s = {k: [args.batch * v for v in vs] for k, vs in steps_per_s.items()}
     median = {k: statistics.median(v) for k, v in img_s.items()}
     best = {
@@ -312,6 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
         "median_images_per_s": median,
         "best": {k: {"dtype": d, "images_per_s": v} for k, (d, v) in best.items()},
         "ratio": ratio,
+        "op_shares": shares,
     }
     notes = (
         f"**Ratio (best vs best): {ratio:.2f}** — errprop {best['errprop'][1]:.1f} images/s "
@@ -319,8 +352,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"({best['diffusers'][0]}). Runs alternate A B A B; medians over {args.repeats} repeats "
         f"of {args.steps} steps after {args.warmup} warm-up steps."
     )
+    if shares:
+        fams = list(next(iter(shares.values())))
+        notes += ("\n\nShare of a training step's CPU time by operator family (torch.profiler, self "
+                  "time of aten ops):\n\n| run | " + " | ".join(fams) + " |\n|" + "---|" * (len(fams) + 1)
+                  + "".join(f"\n| {k} | " + " | ".join(f"{100 * v[f]:.0f} %" for f in fams) + " |"
+                            for k, v in shares.items()))
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    write_results("b1_train_throughput" + (f"_{cap.lower()}" if cap else ""), args.out, payload, table, notes)
+    name = "b1_train_throughput" + (f"_{cap.lower()}" if cap else "") + (f"_{args.tag}" if args.tag else "")
+    write_results(name, args.out, payload, table, notes)
     return payload
 
 

@@ -221,3 +221,13 @@ def test_training_on_a_flat_image_folder_warns_that_evaluate_needs_test(tmp_path
                  "--set", "train.steps=1", "--set", "train.batch_size=4", "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 0
     assert "has no test/ sub-folder" in capsys.readouterr().err
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    # `errprop --help` answers in well under a second because the parser needs no torch (B10).
+    code = ("import sys\nfrom errprop.cli import main\n"
+            "for argv in (['--help'], ['train', '--no-such-option'], ['demo', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False"
