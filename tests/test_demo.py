@@ -2,6 +2,11 @@
 one self-contained file, and two runs give the same numbers."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from browser import render, require_browser
@@ -47,8 +52,29 @@ def test_two_runs_give_identical_numbers(quick_demo):
 
 
 @pytest.mark.slow
-def test_an_interrupted_demo_continues_and_reuses_finished_work(quick_demo, capsys):
+def test_a_finished_demo_reuses_its_work(quick_demo, capsys):
     out, _ = quick_demo
     capsys.readouterr()
     demo(out / "a", quick=True, progress=False)  # everything cached: nothing is trained again
-    assert "training" not in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "training" not in said and "trained" not in said
+
+
+@pytest.mark.slow
+def test_an_interrupted_parallel_demo_continues_to_the_same_numbers(quick_demo):
+    out, _ = quick_demo
+    cmd = [sys.executable, "-m", "errprop", "demo", "--quick", "--jobs", "2", "--out", str(out / "c")]
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not any(f.stat().st_size for f in (out / "c").glob("runs/*/seed*/metrics.jsonl")):
+        assert p.poll() is None and time.monotonic() < deadline, "the demo ended before training"
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: to the demo and its workers, mid-training
+    log = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 130, log
+    assert not (out / "c" / "study.json").exists()
+    assert list((out / "c").glob("runs/*/seed*/checkpoints/*.safetensors")), log  # work kept
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    a = json.loads((out / "a" / "study.json").read_text())
+    assert json.loads((out / "c" / "study.json").read_text()) == a

@@ -84,7 +84,8 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True, jo
                           + (" (--quick: numbers not meaningful)." if quick else "."))
     elapsed = time.perf_counter() - t0
     write_result(out, "demo", "errprop demo: wall-clock and verdict", command,
-                 {"seconds": round(elapsed, 1), "study_seconds": round(study_s, 1), "jobs": jobs, "quick": quick,
+                 {"seconds": round(elapsed, 1), "study_seconds": round(study_s, 1), "jobs": jobs,
+                  "quick": quick,
                   "verdict": verdict(summ, ARMS, settings),
                   "train_seconds": summ.get("train_seconds")},
                  [["wall-clock (s)", "jobs", "quick"], [f"{elapsed:.0f}", str(jobs), str(quick)]],

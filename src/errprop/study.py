@@ -219,7 +219,7 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
     todo = [u for u in units if (u.arm.name, u.seed) not in done]
     exact: dict = {}
     threads = torch.get_num_threads()
-    if jobs <= 1 and executor is None:
+    if (jobs <= 1 and executor is None) or not todo:
         for u in todo:
             log(f"[study] {u.arm.label}, seed {u.seed}: training {u.cfg.train.steps} steps and "
                 f"measuring → {u.run}")
@@ -287,10 +287,11 @@ def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, executor: Ex
             f.cancel()
         if own:
             # Ctrl-C reaches the workers too (same process group); a kill of this process alone
-            # does not: interrupt them, so that each saves its checkpoint for the rerun.
+            # does not: stop them, so that each saves its checkpoint for the rerun. SIGTERM, not a
+            # second SIGINT, which means "quit without saving" to a training.
             for p in list(getattr(executor, "_processes", {}).values()):
                 with contextlib.suppress(OSError):
-                    os.kill(p.pid, signal.SIGINT)
+                    os.kill(p.pid, signal.SIGTERM)
         raise
     finally:
         bar.close()
