@@ -26,7 +26,8 @@ def write_result(out_dir: str | Path, name: str, title: str, command: str, data:
     provenance, the table, ``notes``); both atomically. Returns the JSON payload."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"title": title, "command": command, **provenance(), **to_jsonable(data)}
+    payload = {"title": title, "command": command, **provenance(), **to_jsonable(data),
+               "table": table, "notes": notes}  # what a generated block quotes
     atomic_write_text(out_dir / f"{name}.json", json.dumps(payload, indent=1) + "\n")
     lines = [f"# {title}", "", f"- command: `{command}`",
              f"- commit: {payload['commit']}, date: {payload['date']}",
