@@ -24,6 +24,15 @@ def _steps_list(text: str) -> list[int]:
     return vals
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an argument's default, except where there is none (its help says where it comes from)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is argparse.SUPPRESS or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class _SamplerNames:
     """The sampler registry's names as argparse ``choices``, read from :mod:`errprop.samplers` (and
     so torch) only when a sampler argument is checked or its help is printed."""
@@ -437,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_Formatter)
 
     samplers = _SamplerNames()
     grids = ("uniform", "quadratic", "edm", "exponential", "list")
@@ -530,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = go.add_parser("optimize", help="the grid of N steps that minimises a measured error",
                       description="the grid of N steps that minimises a measured error "
                                   "(errprop.optimal_grid)",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=_Formatter)
     o.add_argument("run", help="run folder, checkpoint, or diffusers:PATH")
     o.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")

@@ -71,25 +71,24 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True, jo
     try:
         study = run_study(out, ARMS, settings, progress=progress, jobs=jobs,
                           log=lambda m: print(m.replace("[study]", "[demo]"), flush=True))
+        print("[demo] writing the report", flush=True)
+        study_s = time.perf_counter() - t0
+        # (still on one thread: the report's machine line names the threads every process used)
+        report = write_report(out, study, ARMS, settings, "errprop demo: do SA and EP reduce error "
+                              "propagation on the ring of 8?", command,
+                              "ring of 8 Gaussians (exact density, score and denoiser)",
+                              extra=f"Training and measuring took {study_s:.0f} s (wall-clock) with "
+                              f"{jobs} worker process{'es' if jobs > 1 else ''}"
+                              + (" (--quick: numbers not meaningful)." if quick else "."))
+        summ, elapsed = study["summary"], time.perf_counter() - t0
+        write_result(out, "demo", "errprop demo: wall-clock and verdict", command,
+                     {"seconds": round(elapsed, 1), "study_seconds": round(study_s, 1), "jobs": jobs,
+                      "threads_per_process": 1, "quick": quick, "verdict": verdict(summ, ARMS, settings),
+                      "train_seconds": summ.get("train_seconds")},
+                     [["wall-clock (s)", "jobs", "quick"], [f"{elapsed:.0f}", str(jobs), str(quick)]],
+                     verdict(summ, ARMS, settings))
     finally:
         torch.set_num_threads(threads)
-    print("[demo] writing the report", flush=True)
-    study_s = time.perf_counter() - t0
-    summ = study["summary"]
-    report = write_report(out, study, ARMS, settings, "errprop demo: do SA and EP reduce error "
-                          "propagation on the ring of 8?", command,
-                          "ring of 8 Gaussians (exact density, score and denoiser)",
-                          extra=f"Training and measuring took {study_s:.0f} s (wall-clock) with {jobs} "
-                          f"worker process{'es' if jobs > 1 else ''}"
-                          + (" (--quick: numbers not meaningful)." if quick else "."))
-    elapsed = time.perf_counter() - t0
-    write_result(out, "demo", "errprop demo: wall-clock and verdict", command,
-                 {"seconds": round(elapsed, 1), "study_seconds": round(study_s, 1), "jobs": jobs,
-                  "quick": quick,
-                  "verdict": verdict(summ, ARMS, settings),
-                  "train_seconds": summ.get("train_seconds")},
-                 [["wall-clock (s)", "jobs", "quick"], [f"{elapsed:.0f}", str(jobs), str(quick)]],
-                 verdict(summ, ARMS, settings))
     print(f"[demo] done in {elapsed:.0f} s ({jobs} job{'s' if jobs > 1 else ''}; {cpu_model()})",
           flush=True)
     return report

@@ -150,3 +150,13 @@ def to_jsonable(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+def cache_dir() -> Path:
+    """errprop's cache folder: ``$ERRPROP_CACHE``, else ``$XDG_CACHE_HOME/errprop``, else
+    ``~/.cache/errprop``. Not created here."""
+    if os.environ.get("ERRPROP_CACHE"):
+        return Path(os.environ["ERRPROP_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "errprop"
+    return Path.home() / ".cache" / "errprop"

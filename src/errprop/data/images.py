@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ErrpropError
+from ..files import cache_dir
 
 NAMES = ("fashion-mnist", "digits", "mnist", "cifar10", "folder")
 SPLITS = ("train", "test")
@@ -80,16 +81,6 @@ class ImageData:
 
     def __len__(self) -> int:
         return self.x.shape[0]
-
-
-def cache_dir() -> Path:
-    """errprop's cache folder: ``$ERRPROP_CACHE``, else ``$XDG_CACHE_HOME/errprop``, else
-    ``~/.cache/errprop``. Not created here."""
-    if os.environ.get("ERRPROP_CACHE"):
-        return Path(os.environ["ERRPROP_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "errprop"
-    return Path.home() / ".cache" / "errprop"
 
 
 # ----------------------------------------------------------------------------------------- IDX

@@ -27,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.images import ImageData, cache_dir, load_images, random_hflip
+from ..data.images import ImageData, load_images, random_hflip
 from ..errors import ErrpropError
+from ..files import cache_dir
 from .frechet import FeatureStats
 
 __all__ = [

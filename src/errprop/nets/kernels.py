@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-from ..data.images import cache_dir
+from ..files import cache_dir
 from ..provenance import cpu_signature
 
 SOURCE = Path(__file__).with_name("group_norm_cpu.cpp")
@@ -30,6 +33,32 @@ SOURCE = Path(__file__).with_name("group_norm_cpu.cpp")
 def enabled() -> bool:
     """False when ``ERRPROP_CPU_KERNELS=0`` asks for PyTorch's kernels only."""
     return os.environ.get("ERRPROP_CPU_KERNELS", "1") != "0"
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def prune(kernels: Path, keep: Path, max_age_days: float = 30.0) -> list[Path]:
+    """Delete the builds in ``kernels`` that can never be loaded again: those whose source file
+    is gone or has changed since (each build records its source in ``source.json``), and
+    unrecorded builds (from before the record) unused for ``max_age_days``. Returns them."""
+    gone = []
+    for build in kernels.glob("errprop_group_norm_*"):
+        if build == keep or not build.is_dir():
+            continue
+        try:
+            rec = json.loads((build / "source.json").read_text())
+            stale = _sha(Path(rec["source"])) != rec["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = time.time() - build.stat().st_mtime > max_age_days * 86400
+        if stale:
+            shutil.rmtree(build, ignore_errors=True)
+            gone.append(build)
+    return gone
 
 
 @functools.cache
@@ -50,7 +79,7 @@ def group_norm() -> ModuleType | None:
         build.mkdir(parents=True, exist_ok=True)
         if not any(build.glob(f"{name}*.so")):
             print(f"errprop: compiling the CPU GroupNorm kernel into {build} (once)", file=sys.stderr)
-        return load(
+        module = load(
             name,
             [str(SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
@@ -58,6 +87,9 @@ def group_norm() -> ModuleType | None:
             build_directory=str(build),
             verbose=False,
         )
+        (build / "source.json").write_text(json.dumps({"source": str(SOURCE), "sha256": _sha(SOURCE)}))
+        prune(build.parent, keep=build)
+        return module
     except Exception as err:  # no compiler, no ninja, a read-only cache: fall back, loudly
         warnings.warn(
             f"errprop: the C++ GroupNorm kernel could not be built ({type(err).__name__}: {err}); "
