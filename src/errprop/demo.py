@@ -1,7 +1,8 @@
 """``errprop demo``: the whole experiment on built-in data, ending in a report with a verdict.
 
 On the ring-of-8 Gaussian mixture (exact ground truth, nothing to download) it trains the baseline
-ε-loss, SA-2 and EP — each at its released code's balance — with three seeds each (the same network,
+ε-loss, SA-2 and EP — each at its released code's balance — and SA-2 with the baseline's uniform t
+(SA's code draws t antithetically: this arm separates the objective from that), with three seeds each (the same network,
 budget and seeds for every objective), measures sample quality at 5–50 DDIM and DDPM steps and error
 propagation step by step with exact metrics, compares every objective with the baseline by paired
 differences over the seeds, and writes ``report.md`` / ``report.html`` (one self-contained file)
@@ -27,6 +28,9 @@ from .study_report import write_report
 ARMS = [
     Arm("baseline", "baseline (ε-loss)", ["loss.name=simple"]),
     Arm("sa2", "SA-2 (λ=1)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0"]),
+    # SA's code draws t antithetically, the baseline uniformly: this arm isolates the objective.
+    Arm("sa2u", "SA-2 (λ=1, uniform t)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0",
+                                          "loss.sa.t_sampling=uniform"]),
     # λ = D = 2: the EP code's `mse_mean + 1·R` in errprop's summed-loss units.
     Arm("ep", "EP (L=5, λ=D=2)", ["loss.name=ep", "loss.ep.L=5", "loss.ep.lam=2.0"]),
 ]

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from . import config as config_mod  # noqa: E402
+from .config_diff import describe, differences, objective_only  # noqa: E402
 from .files import save_figure  # noqa: E402
 from .provenance import provenance  # noqa: E402
 from .report import Report  # noqa: E402
@@ -161,16 +163,24 @@ def write_report(out: Path, study: dict, arms: Sequence[Arm], settings: Settings
     prov = provenance()
     rep = Report(title)
     rep.verdict(verdict(summ, arms, settings))
-    rep.text(f"Data: {data_label}. Arms (same network, budget and seeds; only the objective "
-             f"differs): {', '.join(a.label for a in arms)}. Seeds: {settings.seeds} — seed s fixes "
+    cfgs = [config_mod.load(overrides=settings.base + a.overrides) for a in arms]
+    diffs = [differences(cfgs[0], c) for c in cfgs]
+    confounded = [a.label for a, d in zip(arms, diffs) if not objective_only(d)]
+    like = ("only the objective differs (checked on the resolved configs)" if not confounded else
+            f"besides the objective, {', '.join(confounded)} differ{'s' if len(confounded) == 1 else ''} "
+            "from the baseline in the settings marked ⚠ below")
+    rep.text(f"Data: {data_label}. Arms (same seeds; {like}): {', '.join(a.label for a in arms)}. "
+             f"Seeds: {settings.seeds} — seed s fixes "
              "the initial weights, data and training noise of every arm, and the sampling noise "
              "of every measurement, so differences are paired. ↓ / ↑ mark a 95 % paired t-interval "
              "entirely below / above 0 (lower is better for every metric).")
     rep.text(f"Command: `{command}`. Commit {prov['commit']}, {prov['machine']}, {prov['date']}. "
              f"Base config overrides: `{' '.join(settings.base)}`. {extra}")
     seeds = ",".join(map(str, settings.seeds))
-    rep.table(["arm", "config overrides (on top of the base)", "run folders"],
-              [[a.label, " ".join(a.overrides) or "—", f"runs/{a.name}/seed{{{seeds}}}"] for a in arms])
+    rep.table(["arm", "config overrides (on top of the base)",
+               "what it trains differently from the baseline (⚠: not the objective)", "run folders"],
+              [[a.label, " ".join(a.overrides) or "—", describe(d), f"runs/{a.name}/seed{{{seeds}}}"]
+               for a, d in zip(arms, diffs)])
     for metric in ("xent_median", "xent", "mmd2"):
         rep.heading(f"Sample quality: {QUALITY[metric]}")
         path = plot_quality(res, arms, settings, metric, out / f"quality_{metric}.png")

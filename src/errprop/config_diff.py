@@ -1,0 +1,77 @@
+"""What two training configs actually train differently — checked, so a comparison can say whether
+"only the objective differs" is true.
+
+The resolved configs hold fields a run never reads (an SA section in a baseline's config) and hide
+choices a loss makes itself (SA draws its noise levels antithetically by default, the ε-loss
+uniformly). :func:`effective` flattens a config into the settings its training uses, so that
+:func:`differences` sees exactly those; :func:`objective_only` says whether all of them belong to the
+objective.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+
+#: Fields that change neither what is learned nor how (bookkeeping, placement, randomness).
+_BOOKKEEPING = {"seed", "device", "log_every", "ckpt_every", "keep_last", "threads", "skip_nonfinite"}
+#: The effective settings that are the objective itself; every other difference is a confound.
+OBJECTIVE = ("loss.name", "loss.sa.", "loss.ep.", "loss.input_perturbation")
+
+
+def _flat(prefix: str, d: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(f"{prefix}{k}.", v)
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def effective(cfg: Config) -> dict[str, Any]:
+    """The settings a training with ``cfg`` uses, flattened (``section.field``) — the loss's own
+    choices included under the name they have whatever the loss (``loss.t_sampling``)."""
+    d = cfg.to_dict()
+    out = _flat("data.", d["data"]) | _flat("process.", d["process"]) | _flat("model.", d["model"])
+    out |= {f"train.{k}": v for k, v in d["train"].items() if k not in _BOOKKEEPING}
+    lc = cfg.loss
+    out["loss.name"] = lc.name
+    out["loss.weighting"] = lc.weighting or cfg.model.parameterization
+    # The noise-level distribution: SA's own t_sampling replaces sigma_sampling (SequenceAwareLoss).
+    out["loss.t_sampling"] = lc.sa.t_sampling if lc.name == "sa" else lc.sigma_sampling
+    if out["loss.t_sampling"] == "lognormal":
+        out |= {"loss.p_mean": lc.p_mean, "loss.p_std": lc.p_std}
+    out["loss.input_perturbation"] = lc.input_perturbation
+    if lc.name in ("sa", "ep"):
+        section = _flat(f"loss.{lc.name}.", d["loss"][lc.name])
+        out |= {k: v for k, v in section.items() if k != "loss.sa.t_sampling"}
+    return out
+
+
+def differences(base: Config, other: Config) -> dict[str, tuple[Any, Any]]:
+    """``{field: (base value, other value)}`` for every effective setting that differs."""
+    a, b = effective(base), effective(other)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def is_objective(field: str) -> bool:
+    """Whether an effective setting is part of the objective (loss name, SA/EP parameters, IP)."""
+    return any(field == o or (o.endswith(".") and field.startswith(o)) for o in OBJECTIVE)
+
+
+def objective_only(diff: dict[str, tuple[Any, Any]]) -> bool:
+    """True when every difference is the objective's."""
+    return all(is_objective(k) for k in diff)
+
+
+def describe(diff: dict[str, tuple[Any, Any]]) -> str:
+    """``field: a → b`` for each difference (the objective's plainly, the others marked ⚠)."""
+    if not diff:
+        return "—"
+    parts = []
+    for k, (a, b) in diff.items():
+        text = f"{k}: {'—' if a is None else a} → {'—' if b is None else b}"
+        parts.append(text if is_objective(k) else f"⚠ {text}")
+    return "; ".join(parts)

@@ -1,0 +1,30 @@
+"""What two configs train differently: SA's antithetic t is seen, bookkeeping is not."""
+
+from errprop import config
+from errprop.config_diff import describe, differences, objective_only
+
+BASE = ["data.name=ring8", "model.width=16"]
+
+
+def load(*o):
+    return config.load(overrides=BASE + list(o))
+
+
+def test_sa_with_its_default_t_sampling_differs_in_more_than_the_objective():
+    diff = differences(load(), load("loss.name=sa", "loss.sa.K=3"))
+    assert diff["loss.name"] == ("simple", "sa") and diff["loss.sa.K"] == (None, 3)
+    assert diff["loss.t_sampling"] == ("uniform", "antithetic")
+    assert not objective_only(diff) and "⚠ loss.t_sampling: uniform → antithetic" in describe(diff)
+
+
+def test_sa_with_uniform_t_differs_only_in_the_objective():
+    diff = differences(load(), load("loss.name=sa", "loss.sa.t_sampling=uniform"))
+    assert objective_only(diff) and "loss.t_sampling" not in diff
+    ep = differences(load(), load("loss.name=ep", "loss.ep.lam=2.0"))
+    assert objective_only(ep) and ep["loss.ep.lam"] == (None, 2.0)
+
+
+def test_bookkeeping_is_not_a_difference_but_the_budget_is():
+    assert differences(load(), load("train.seed=3", "train.log_every=7", "train.threads=1")) == {}
+    diff = differences(load(), load("train.steps=9", "model.dropout=0.1"))
+    assert set(diff) == {"train.steps", "model.dropout"} and not objective_only(diff)
