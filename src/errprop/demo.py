@@ -2,12 +2,12 @@
 
 On the ring-of-8 Gaussian mixture (exact ground truth, nothing to download) it trains the baseline
 ε-loss, SA-2 and EP — each at its released code's balance — and SA-2 with the baseline's uniform t
-(SA's code draws t antithetically: this arm separates the objective from that), with three seeds each (the same network,
-budget and seeds for every objective), measures sample quality at 5–50 DDIM and DDPM steps and error
-propagation step by step with exact metrics, compares every objective with the baseline by paired
-differences over the seeds, and writes ``report.md`` / ``report.html`` (one self-contained file)
-that opens with a verdict computed from those numbers. It takes a few minutes on a 2-core CPU and
-is deterministic: two runs write the same numbers.
+(SA's code draws t antithetically: this arm separates the objective from that), with three seeds
+each (the same network, budget and seeds for every objective), measures sample quality at 5–50
+DDIM and DDPM steps and error propagation step by step with exact metrics, compares every
+objective with the baseline by paired differences over the seeds, and writes ``report.md`` /
+``report.html`` (one self-contained file) that opens with a verdict computed from those numbers.
+It takes a few minutes on a 2-core CPU and is deterministic: two runs write the same numbers.
 """
 
 from __future__ import annotations
