@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from errprop.demo import default_jobs
 from errprop.study import Arm, Settings, run_study
 from errprop.study_report import write_report
 
@@ -44,6 +45,9 @@ def arms(dim: int) -> list[Arm]:
     return [
         Arm("baseline", "baseline (ε-loss)", ["loss.name=simple"]),
         Arm("sa2", "SA-2 (λ=1, code)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0"]),
+        # SA's code draws t antithetically, the baseline uniformly: the arm that isolates the objective
+        Arm("sa2_uniform", "SA-2 (λ=1, uniform t)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0",
+                                                     "loss.sa.t_sampling=uniform"]),
         Arm("sa3", "SA-3 (λ=0.3, paper)", ["loss.name=sa", "loss.sa.K=3", "loss.sa.lam=0.3"]),
         Arm("sa4", "SA-4 (λ=0.2, paper)", ["loss.name=sa", "loss.sa.K=4", "loss.sa.lam=0.2"]),
         Arm("sa2_tau", "SA-2 (λ=1, relative τ)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0",
@@ -62,6 +66,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / "e1"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     p.add_argument("--quick", action="store_true", help="tiny smoke run; numbers not meaningful")
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="single-thread worker processes (default: one per core)")
     a = p.parse_args()
     data, dim, label = DATA[a.data]
     chosen = arms(dim)
@@ -78,7 +84,7 @@ def main() -> None:
         n=300 if a.quick else 2000, diag_steps=10 if a.quick else 20, n_diag=200 if a.quick else 1000)
     torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
     out = Path(a.out) / (a.data + ("-quick" if a.quick else ""))
-    study = run_study(out, chosen, settings, progress=False)
+    study = run_study(out, chosen, settings, progress=False, jobs=a.jobs)
     command = shlex.join(["python", "experiments/e1_mixtures.py", *sys.argv[1:]])
     report = write_report(out, study, chosen, settings, f"E1 — error propagation on the {label}",
                           command, label)
