@@ -36,3 +36,19 @@ def test_summary():
     s = summary([1.0, 2.0, 3.0])
     assert (s["mean"], s["std"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 1.0, 3.0, 3)
     assert summary([4.0])["std"] == 0.0
+
+
+def test_paired_p_value_is_scipys_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    a, b = [1.0, 2.5, 3.1, 4.0], [1.4, 2.4, 3.9, 4.8]
+    assert paired(a, b)["p"] == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-12)
+    assert paired([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    from errprop.stats import holm
+
+    # m = 4: sorted p 0.01, 0.02, 0.03, 0.5 → 0.04, 0.06, 0.06 (monotone), 0.5
+    assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert holm([0.9, 0.8]) == [1.0, 1.0] and holm([]) == []

@@ -35,9 +35,10 @@ def summary(values: Sequence[float]) -> dict:
 def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
     """Paired difference a − b over seeds with a t confidence interval.
 
-    Returns ``{"mean", "std", "lo", "hi", "n", "confidence", "verdict"}``; ``verdict`` is
+    Returns ``{"mean", "std", "lo", "hi", "n", "confidence", "verdict", "p"}``; ``verdict`` is
     ``lower`` (the whole interval below 0), ``higher`` (above 0) or ``no difference`` (the
-    interval holds 0, or fewer than 2 seeds). The caller decides which direction is better.
+    interval holds 0, or fewer than 2 seeds); ``p`` is the two-sided paired t-test's p-value (the
+    test that matches the interval). The caller decides which direction is better.
     """
     if len(a) != len(b):
         raise ErrpropError(f"paired: {len(a)} values against {len(b)}; pair them by seed")
@@ -46,9 +47,26 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     n = s["n"]
     if n < 2:
         return {**{k: s[k] for k in ("mean", "std", "n")}, "lo": math.nan, "hi": math.nan,
-                "confidence": confidence, "verdict": "no difference"}
+                "confidence": confidence, "verdict": "no difference", "p": 1.0}
     half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * s["std"] / math.sqrt(n)
     lo, hi = s["mean"] - half, s["mean"] + half
     verdict = "lower" if hi < 0 else "higher" if lo > 0 else "no difference"
+    if s["std"] > 0:
+        p = float(2 * _st.t.sf(abs(s["mean"]) / (s["std"] / math.sqrt(n)), n - 1))
+    else:  # every seed gave the same difference: certain if it is not 0
+        p = 1.0 if s["mean"] == 0 else 0.0
     return {"mean": s["mean"], "std": s["std"], "lo": lo, "hi": hi, "n": n,
-            "confidence": confidence, "verdict": verdict}
+            "confidence": confidence, "verdict": verdict, "p": p}
+
+
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values of a family of tests (Holm 1979): the k-th smallest
+    p times (m − k + 1), made monotone, capped at 1. Rejecting where the adjusted p < α keeps the
+    family-wise error rate ≤ α, whatever the dependence between the tests."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adj, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        adj[i] = running
+    return adj

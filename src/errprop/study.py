@@ -46,7 +46,7 @@ from .grids import make_grid
 from .metrics.mmd import mmd2
 from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
-from .stats import paired, summary
+from .stats import holm, paired, summary
 from .streams import KEY_DATA, default_dtype, draw_data, reference_sets
 from .train import read_metrics, train_to_end
 
@@ -343,6 +343,11 @@ def summarize(results: dict, arms: Sequence[Arm], settings: Settings) -> dict:
     for a in arms[1:]:
         out["paired"][a.name] = {m: paired([r[m] for r in per[a.name]], [r[m] for r in base])
                                  for m in metrics}
+    # The family: every arm against the baseline on every metric; Holm keeps its error rate ≤ 5 %.
+    family = [(a.name, m) for a in arms[1:] for m in metrics]
+    for (a, m), p in zip(family, holm([out["paired"][a][m]["p"] for a, m in family])):
+        out["paired"][a][m]["p_holm"] = p
+    out["family_size"] = len(family)
     return out
 
 

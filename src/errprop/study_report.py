@@ -30,7 +30,8 @@ def _fmt_ci(p: dict) -> str:
     if not math.isfinite(p["lo"]):
         return f"{p['mean']:+.3g}"
     mark = {"lower": " ↓", "higher": " ↑", "no difference": ""}[p["verdict"]]
-    return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]{mark}"
+    holm = f" p_Holm {p['p_holm']:.2g}" if "p_holm" in p else ""
+    return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]{mark}{holm}"
 
 
 def _band(ax, x, rows: np.ndarray, label: str, color: str, style: str = "-") -> None:
@@ -173,7 +174,10 @@ def write_report(out: Path, study: dict, arms: Sequence[Arm], settings: Settings
              f"Seeds: {settings.seeds} — seed s fixes "
              "the initial weights, data and training noise of every arm, and the sampling noise "
              "of every measurement, so differences are paired. ↓ / ↑ mark a 95 % paired t-interval "
-             "entirely below / above 0 (lower is better for every metric).")
+             "entirely below / above 0 (lower is better for every metric), unadjusted; p_Holm is "
+             f"the paired t-test's p-value Holm-adjusted over the family of all "
+             f"{summ.get('family_size', '?')} comparisons (every arm × every metric): below 0.05 "
+             "it survives the correction for multiple comparisons.")
     rep.text(f"Command: `{command}`. Commit {prov['commit']}, {prov['machine']}, {prov['date']}. "
              f"Base config overrides: `{' '.join(settings.base)}`. {extra}")
     seeds = ",".join(map(str, settings.seeds))
