@@ -386,10 +386,13 @@ def verdict(summary_: dict, arms: Sequence[Arm], settings: Settings) -> str:
         else:
             head = f"{a.label} shows no difference from the baseline that rises above seed noise"
         expected = chance * len(quality_keys)
+        holm_b = sum(p[m].get("p_holm", 1.0) < 1 - CONFIDENCE for m in better)
+        holm_w = sum(p[m].get("p_holm", 1.0) < 1 - CONFIDENCE for m in worse)
         text = (f"{head}: of {len(quality_keys)} sample-quality comparisons "
                 f"(metric × sampler × steps), {len(better)} better, {len(worse)} worse, {same} "
                 f"within noise ({conf} paired t-intervals over {n} seeds; chance alone puts about "
-                f"{expected:.1f} on each side).")
+                f"{expected:.1f} on each side); {holm_b} better and {holm_w} worse survive Holm's "
+                f"correction over all {summary_.get('family_size', '?')} comparisons of this study.")
         for m, what in (("estimation gap above exact, last step", "its estimation gap above the "
                          "exact denoiser's at the last step"),
                         ("cumulative error, mean over steps", "its cumulative error (mean over the "
