@@ -18,6 +18,7 @@ plots and study.json to ``docs/results/e1_<data>/``.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from errprop.demo import default_jobs
+from errprop.provenance import provenance
 from errprop.study import Arm, Settings, run_study
 from errprop.study_report import write_report
 
@@ -93,6 +95,8 @@ def main() -> None:
         docs.mkdir(parents=True, exist_ok=True)
         for f in [*out.glob("*.png"), report, out / "study.json"]:  # the HTML repeats the PNGs
             shutil.copy2(f, docs / f.name)
+        # study.json is the same for every run of a study; where and when this one ran lives apart
+        (docs / "provenance.json").write_text(json.dumps({"command": command, **provenance()}, indent=1))
         print(f"copied to {docs}")
     print(report)
 

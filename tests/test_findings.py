@@ -1,5 +1,6 @@
 """Generated findings: one verdict rule, blocks rebuilt from result files, --check catches an edit."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -69,3 +70,26 @@ def test_the_repository_is_up_to_date(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--root", str(tmp_path), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_claims_are_judged_by_the_rule_and_confounds_are_found(tmp_path):
+    from errprop.findings import render
+
+    def pair(lo, hi):
+        return {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 5}
+
+    study = {"settings": {"base": ["data.name=ring8"]},
+             "arms": [{"name": "baseline", "overrides": []},
+                      {"name": "sa", "overrides": ["loss.name=sa"]},
+                      {"name": "sau", "overrides": ["loss.name=sa", "loss.sa.t_sampling=uniform"]}],
+             "summary": {"arms": {"baseline": {"m": {"mean": 3.0}}},
+                         "paired": {"sa": {"m": pair(-2, -1)}, "sau": {"m": pair(-1, 0.5)}}}}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps(study))
+    claims = {"claims": [{"id": i, "claim": "c", "test": "t", "source": "s/study.json", "arm": a,
+                          "metric": "m", "claimed": "lower", "endpoint": "e", "declared": "before"}
+                         for i, a in (("1", "sa"), ("2", "sau"))]}
+    (tmp_path / "claims.json").write_text(json.dumps(claims))
+    rows = render("claims", "claims", tmp_path).splitlines()[2:4]
+    assert "**supported**" in rows[0] and "⚠" in rows[0] and "t_sampling uniform → antithetic" in rows[0]
+    assert "**not decidable**" in rows[1] and "⚠" not in rows[1]

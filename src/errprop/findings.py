@@ -80,8 +80,63 @@ def render_table(payload: dict, name: str) -> str:
     return body + "\n\n" + _source(payload, name)
 
 
+def _study_provenance(folder: Path) -> dict:
+    path = folder / "provenance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _confounds(study: dict, arm: str) -> str:
+    """What else than the objective the arm trains differently from the baseline (checked on the
+    study's resolved configs), as a warning to append to the test's description."""
+    from . import config as config_mod
+    from .config_diff import differences, is_objective
+
+    over = {a["name"]: a["overrides"] for a in study["arms"]}
+    base = study["settings"]["base"]
+    diff = differences(config_mod.load(overrides=base + over["baseline"]),
+                       config_mod.load(overrides=base + over[arm]))
+    other = [f"{k} {a} → {b}" for k, (a, b) in diff.items() if not is_objective(k)]
+    return f" — ⚠ not only the objective differs: {'; '.join(other)}" if other else ""
+
+
+def claim_row(claim: dict, results: Path) -> list[str]:
+    """One row of the claims table: the claim, our test, its endpoint, Δ with its interval, the
+    verdict by :func:`verdict`, and where the numbers come from."""
+    source = results / claim["source"]
+    if not source.is_file():
+        raise ErrpropError(f"claim {claim['id']}: {source} does not exist")
+    study = json.loads(source.read_text())
+    summ = study["summary"]
+    try:
+        d = summ["paired"][claim["arm"]][claim["metric"]]
+        base = summ["arms"]["baseline"][claim["metric"]]["mean"]
+    except KeyError as e:
+        raise ErrpropError(f"claim {claim['id']}: {source} has no {e} for arm {claim['arm']!r}, "
+                           f"metric {claim['metric']!r}") from None
+    word = verdict(d["lo"], d["hi"], claim["claimed"])
+    holm = f"; p_Holm {d['p_holm']:.2g}" if "p_holm" in d else ""
+    prov = _study_provenance(source.parent)
+    where = (f"`{claim['source']}` ({d['n']} paired seeds; commit {prov.get('commit', '?')}, "
+             f"{prov.get('cpu', '?')}, {prov.get('date', '?')})")
+    test = claim["test"] + _confounds(study, claim["arm"])
+    return [claim["claim"], test, f"{claim['endpoint']} ({claim['declared']})",
+            f"{d['mean']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}] on baseline {base:.3g}{holm}",
+            f"**{word}**", where]
+
+
+def render_claims(payload: dict, name: str) -> str:
+    """The claims table: every declared claim of ``docs/results/NAME.json`` tested on its result."""
+    results = Path(payload["_results"])
+    rows = [["the paper's claim", "our test", "primary endpoint (declared)", "Δ arm − baseline (95 % CI)",
+             "verdict", "result file"]]
+    rows += [claim_row(c, results) for c in payload["claims"]]
+    return ("\n".join(markdown_table(rows)) + "\n\n" + payload.get("rule", "") + " Declarations: "
+            f"`docs/results/{name}.json`.")
+
+
 RENDERERS: dict[str, Callable[[dict, str], str]] = {
-    "demo": render_demo, "demo-timing": render_demo_timing, "table": render_table}
+    "demo": render_demo, "demo-timing": render_demo_timing, "table": render_table,
+    "claims": render_claims}
 
 
 # ------------------------------------------------------------------------------------ documents
@@ -94,7 +149,8 @@ def render(kind: str, arg: str | None, results: Path) -> str:
     path = results / f"{arg}.json"
     if not path.is_file():
         raise ErrpropError(f"generated block {kind} {arg}: {path} does not exist")
-    return RENDERERS[kind](json.loads(path.read_text()), arg).rstrip("\n") + "\n"
+    payload = json.loads(path.read_text()) | {"_results": str(results)}
+    return RENDERERS[kind](payload, arg).rstrip("\n") + "\n"
 
 
 def regenerate(text: str, results: Path) -> str:
