@@ -42,8 +42,9 @@ import torch
 
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
+from .keys import KEY_DATA, KEY_GAMMA
 from .noise import Noise
-from .streams import KEY_DATA, KEY_GAMMA, batched, draw_data
+from .streams import batched, draw_data
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 

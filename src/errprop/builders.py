@@ -13,9 +13,9 @@ from .config import Config
 from .data.gmm import GaussianMixture
 from .denoisers import Denoiser
 from .errors import ErrpropError
+from .keys import KEY_BATCH, KEY_FLIP, KEY_PERM
 from .noise import Noise, stream_seeds
 from .process import Process, VEProcess, make_process
-from .streams import KEY_BATCH, KEY_FLIP, KEY_PERM
 
 MIXTURES = ("ring8", "grid25", "random")
 

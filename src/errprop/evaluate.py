@@ -31,8 +31,9 @@ import torch
 from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
-from .files import save_figure, write_json
+from .files import write_json
 from .generate import generate
+from .plots import save_figure
 from .samplers import nfe
 from .streams import reference_sets
 

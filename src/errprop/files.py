@@ -124,16 +124,6 @@ def write_cached(path: Path, key: Any, result: Any) -> Any:
     return result
 
 
-def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG via :func:`write_result` and close it."""
-    from .plots import plt
-
-    try:
-        return write_result(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
-    finally:
-        plt.close(fig)
-
-
 def to_jsonable(obj):
     """Tensors and arrays → lists, numpy scalars → floats, non-finite floats → None (strict
     JSON)."""

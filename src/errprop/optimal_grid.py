@@ -44,9 +44,10 @@ from .data.gmm import GaussianMixture
 from .diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
 from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
+from .keys import KEY_DATA, KEY_DATA_NOISE, KEY_START, KEY_STEP
 from .noise import Noise
 from .process import Process, VPProcess
-from .streams import KEY_DATA, KEY_DATA_NOISE, KEY_START, KEY_STEP, default_dtype, draw_data, reference_sets
+from .streams import default_dtype, draw_data, reference_sets
 
 OBJECTIVES = ("modular", "klub", "xent")
 

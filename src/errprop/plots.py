@@ -1,4 +1,5 @@
-"""Pictures of samples: a scatter for 2-D data, a grid for images (PNG, matplotlib Agg)."""
+"""Figures: saving any matplotlib figure (PNG, atomically), and pictures of samples — a scatter for
+2-D data, a grid for images (matplotlib Agg)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .files import save_figure  # noqa: E402
+from .files import write_result  # noqa: E402
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG via :func:`write_result` and close it."""
+    try:
+        return write_result(path, lambda p: fig.savefig(p, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None) -> np.ndarray:

@@ -43,11 +43,12 @@ from .errors import ErrpropError
 from .files import atomic_write_text, to_jsonable
 from .generate import generate
 from .grids import make_grid
+from .keys import KEY_DATA
 from .metrics.mmd import mmd2
 from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import holm, paired, summary
-from .streams import KEY_DATA, default_dtype, draw_data, reference_sets
+from .streams import default_dtype, draw_data, reference_sets
 from .train import read_metrics, train_to_end
 
 _MMD_N = 1000

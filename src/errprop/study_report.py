@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from .config_diff import describe, differences, objective_only  # noqa: E402
-from .files import save_figure  # noqa: E402
+from .plots import save_figure  # noqa: E402
 from .provenance import provenance  # noqa: E402
 from .report import Report  # noqa: E402
 from .study import QUALITY, Arm, Settings, verdict  # noqa: E402

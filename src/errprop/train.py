@@ -40,9 +40,9 @@ from . import checkpoint, distributed, files
 from .builders import build_denoiser, build_loss, build_process, build_source, check_sampling
 from .config import Config, dump, read_yaml, same
 from .errors import ErrpropError
+from .keys import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 from .noise import Noise, stream_seeds
 from .provenance import has_amx
-from .streams import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 
 
 def pick_device(name: str) -> torch.device:

@@ -8,9 +8,10 @@ import torch
 from errprop.data.gmm import GaussianMixture
 from errprop.diagnostics.budget import compare_schedules, converged_reference, error_budget
 from errprop.errors import ErrpropError
+from errprop.keys import KEY_START, KEY_START_DATA
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
-from errprop.streams import KEY_START, KEY_START_DATA, draw_data
+from errprop.streams import draw_data
 
 
 @pytest.fixture(scope="module")

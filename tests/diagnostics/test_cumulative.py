@@ -17,9 +17,10 @@ from errprop.diagnostics.cumulative import (
 from errprop.errors import ErrpropError
 from errprop.generate import generate, run_chains
 from errprop.grids import make_grid
+from errprop.keys import KEY_DATA, KEY_DATA_NOISE
 from errprop.noise import Noise
 from errprop.process import VEProcess, VPProcess
-from errprop.streams import KEY_DATA, KEY_DATA_NOISE, draw_data
+from errprop.streams import draw_data
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,8 @@ def test_gap_after_one_step_is_the_denoising_error(setup):
     # Shared noise: after one DDPM step x^θ − x^oracle = (1 − c)(D(x̂_t0) − x0) exactly, in x̂.
     mix, process, x0 = setup
     res = estimation_gap(mix, process, x0, space="unscaled", seed=2)
+    from errprop.keys import KEY_DATA_NOISE
     from errprop.noise import Noise
-    from errprop.streams import KEY_DATA_NOISE
 
     s, s1 = res["sigma"][0], res["sigma"][1]
     eps = Noise.from_seed(2, len(x0), key=(KEY_DATA_NOISE,)).randn(2, dtype=torch.float64)

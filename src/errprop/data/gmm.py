@@ -17,6 +17,7 @@ import torch
 
 from ..denoisers import as_sigma
 from ..errors import ErrpropError
+from ..keys import KEY_MIXTURE
 from ..noise import Noise
 
 PRESETS = ("ring8", "grid25", "random")
@@ -107,8 +108,6 @@ class GaussianMixture:
 
     def sample_n(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` exact draws from streams ``seed`` (float32, CPU)."""
-        from ..streams import KEY_MIXTURE  # (streams imports this module)
-
         return self.sample(Noise.from_seed(seed, n, key=(KEY_MIXTURE,)))
 
     def mode_counts(self, x: torch.Tensor, radius: float = 4.0) -> tuple[torch.Tensor, int]:

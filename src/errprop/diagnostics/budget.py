@@ -37,12 +37,13 @@ from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..generate import run_chains
 from ..grids import edm_rho, make_grid
+from ..keys import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA
 from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, is_stochastic
-from ..streams import KEY_DATA, KEY_FLOOR, KEY_START, KEY_START_DATA, default_dtype, draw_data
+from ..streams import default_dtype, draw_data
 from ._util import grid_fields
 from .modular import step_name
 

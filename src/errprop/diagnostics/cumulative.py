@@ -32,13 +32,14 @@ import torch
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..generate import run_chains
+from ..keys import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE
 from ..metrics.mmd import mmd2
 from ..metrics.swd import sliced_wasserstein
 from ..metrics.xent import excess_cross_entropy
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, nfe
-from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_FLOOR, KEY_FLOOR_NOISE, default_dtype, draw_data
+from ..streams import default_dtype, draw_data
 from ._util import data_dim, grid_fields, to_space
 from .modular import step_name
 

@@ -26,10 +26,10 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ErrpropError
+from ..keys import KEY_DATA_NOISE
 from ..noise import Noise
 from ..process import Process, VPProcess
 from ..samplers import Denoise, sample
-from ..streams import KEY_DATA_NOISE
 from ._util import grid_fields, to_space
 from .modular import resolve_step, step_name
 

@@ -31,10 +31,11 @@ import torch
 
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
+from ..keys import KEY_DATA, KEY_DATA_NOISE, KEY_STEP
 from ..noise import Noise
 from ..process import Process
 from ..samplers import Denoise, get_step
-from ..streams import KEY_DATA, KEY_DATA_NOISE, KEY_STEP, batched, default_dtype, draw_data
+from ..streams import batched, default_dtype, draw_data
 from ._util import grid_fields
 
 GAUSSIAN_STEPS = "ddpm, ddim with eta > 0, or errprop.analytic_dpm.analytic_ddpm_step"

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..errors import ErrpropError  # noqa: E402
-from ..files import save_figure  # noqa: E402
+from ..plots import save_figure  # noqa: E402
 
 
 def choose_yscale(values: Sequence[float]) -> str:

@@ -34,10 +34,11 @@ from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..files import to_jsonable, write_json
 from ..grids import exponential, make_grid
+from ..keys import KEY_DATA
 from ..process import Process, VPProcess
 from ..samplers import SAMPLERS as REGISTRY
 from ..samplers import Denoise, get_sampler, step_options
-from ..streams import KEY_DATA, default_dtype, draw_data
+from ..streams import default_dtype, draw_data
 from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
