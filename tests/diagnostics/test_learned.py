@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,7 +55,8 @@ def test_a_known_bias_is_the_learned_error_at_every_step_and_grows_the_split(ima
             assert v == pytest.approx(16 * delta**2, rel=1e-9)
             assert e == pytest.approx(v / s**2, rel=1e-9)
     small, big = res[0.05]["final"], res[0.3]["final"]
-    assert 0 < small["E_S"]["value"] < big["E_S"]["value"]
+    assert 0 < small["path"]["value"] < big["path"]["value"]
+    assert small["E_S"]["value"] < big["E_S"]["value"]  # (the small bias: within noise, 0)
     assert big["E_S"]["lo"] <= big["E_S"]["value"] <= big["E_S"]["hi"]
     assert big["total"]["value"] > big["floor"]["value"]
     assert big["discretization_share"]["value"] < small["discretization_share"]["value"]
@@ -69,7 +71,7 @@ def test_works_with_a_mixture_as_the_exact_denoiser():
     res = learned_split(lambda x, s: mix(x, s) * 0.9, mix, process, mix,
                         make_grid("uniform", process, 5), step="ddim", n=64, n_boot=20,
                         dtype=torch.float64)
-    assert all(v > 0 for v in res["learned"]) and res["final"]["E_S"]["value"] > 0
+    assert all(v > 0 for v in res["learned"]) and res["final"]["path"]["value"] > 0
 
 
 def test_memorisation_marks_small_sigma_and_the_model_generalises(images):
@@ -108,3 +110,12 @@ def test_kernel_sets_match_mmd2():
     ref = float(mmd2(x.double(), y.double(), bandwidth=beta))
     assert ks.mmd2("x", "y") == pytest.approx(ref, rel=1e-10)
     assert math.isclose(ks.mmd2("x", "x"), 0.0, abs_tol=1e-12)
+    # the unbiased estimate leaves out a sample's pair with itself, by original index, so that a
+    # bootstrap resample's repeats do not push it up
+    xx = ks.k[:30, :30]
+    u = (xx.sum() - xx.trace()) / (30 * 29)
+    yy = ks.k[30:, 30:]
+    u += (yy.sum() - yy.trace()) / (40 * 39) - 2 * ks.k[:30, 30:].mean()
+    assert ks.mmd2("x", "y", unbiased=True) == pytest.approx(u, rel=1e-10)
+    rep = np.array([0, 0, 0, 1, 2])  # repeats of sample 0 count as one sample against itself
+    assert ks.mmd2("x", "x", rep, rep, unbiased=True, paired=True) == pytest.approx(0, abs=1e-12)

@@ -7,7 +7,13 @@ each bootstrap resample of it) a few block means instead of a new kernel evaluat
 
 The kernel is :func:`errprop.metrics.mmd.mmd2`'s multi-bandwidth Gaussian with one base bandwidth
 for every pair (the data set's mean off-diagonal squared distance, as the error budget uses), so
-that √MMD² is a metric and the triangle inequality holds between the sets.
+that √MMD² estimates a metric between the distributions.
+
+Two estimators: the biased V-statistic of :func:`~errprop.metrics.mmd.mmd2` (``unbiased=False``,
+what the cumulative error reports, with its floor), and the unbiased U-statistic, which leaves out
+the pairs of a sample with itself — by *original* index, so that a bootstrap resample, which
+repeats samples, is not pushed up by the k(x, x) of its repeats (the biased estimator would put a
+bootstrap interval above its own point estimate).
 """
 
 from __future__ import annotations
@@ -51,12 +57,28 @@ class KernelSets:
         return start + (np.arange(n) if idx is None else idx)
 
     def mmd2(self, a: str, b: str, ia: np.ndarray | None = None,
-             ib: np.ndarray | None = None) -> float:
-        """Biased MMD² between sets a and b (optionally resampled: row indices ia, ib)."""
+             ib: np.ndarray | None = None, unbiased: bool = False, paired: bool = False) -> float:
+        """MMD² between sets a and b (optionally resampled: row indices ia, ib into each set).
+
+        ``paired``: sample i of a and sample i of b are dependent (two chains sharing their start
+        and noise); the unbiased estimate then also leaves out the cross pairs (a_i, b_i), whose
+        kernel is high because they are paired, not because the distributions agree.
+        """
         ra, rb = self._rows(a, ia), self._rows(b, ib)
-        k = self.k
-        return float(k[np.ix_(ra, ra)].mean() - 2 * k[np.ix_(ra, rb)].mean()
-                     + k[np.ix_(rb, rb)].mean())
+        cross = self.k[np.ix_(ra, rb)]
+        if unbiased and paired:
+            ia_, ib_ = ra - self.offset[a][0], rb - self.offset[b][0]
+            cross_mean = float(cross[ia_[:, None] != ib_[None, :]].mean())
+        else:
+            cross_mean = float(cross.mean())
+        return float(self._within(ra, unbiased) - 2 * cross_mean + self._within(rb, unbiased))
+
+    def _within(self, rows: np.ndarray, unbiased: bool) -> float:
+        block = self.k[np.ix_(rows, rows)]
+        if not unbiased:
+            return float(block.mean())
+        other = rows[:, None] != rows[None, :]  # pairs of two different original samples
+        return float(block[other].mean())
 
     def size(self, name: str) -> int:
         return self.offset[name][1]

@@ -22,9 +22,12 @@ forward-noised data q_σ (one kernel bandwidth per point, so √MMD² is a metri
 - ``deviation``: the paired RMS distance ‖x_C − x_A‖ between the chains, whose growth per step says
   where the model's error enters (:func:`entry_range`).
 
-The share of the final error that is discretization is ``(MMD²(A, q) − MMD²(q, q'))/(MMD²(C, q) −
-MMD²(q, q'))``, each MMD² less its sampling floor (the biased estimator's offset at this n); intervals
-are percentile bootstraps over chains (C and A resampled together: they are paired) and data.
+The final terms use the unbiased MMD² (:class:`~.kernel_sets.KernelSets`), whose floor is 0 up to
+sampling noise (the floor reported is that noise); the share of the final error that is
+discretization is ``MMD²(A, q)/MMD²(C, q)`` (above 1 when the exact denoiser's chain is further
+from the data than the model's). Intervals are 90 % percentile bootstraps over chains (C and A
+resampled together: they are paired) and data samples. The per-point curves are the biased
+√MMD² with its floor, as the cumulative error.
 
 D* memorises at small σ: :func:`memorisation` measures, per σ, how close D*'s answers to noised
 *held-out* images are to the training set compared with fresh images, and so where the learned
@@ -64,19 +67,23 @@ def _interval(values: np.ndarray, level: float = 0.9) -> tuple[float, float]:
     return float(np.quantile(v, a)), float(np.quantile(v, 1 - a))
 
 
+def _root(v: float) -> float:
+    """√MMD², 0 where the unbiased estimate is below 0 (a distance within sampling noise)."""
+    return math.sqrt(max(v, 0.0))
+
+
 def _final_terms(ks: KernelSets, n_boot: int, seed: int) -> dict:
     """DS's terms at the end of the chains with bootstrap intervals (90 %)."""
     n, nq = ks.size("C"), ks.size("q")
 
     def terms(ic=None, iq=None, iff=None) -> dict[str, float]:
-        total = ks.mmd2("C", "q", ic, iq)
-        disc = ks.mmd2("A", "q", ic, iq)
-        floor = ks.mmd2("q", "f", iq, iff)
-        den = total - floor
-        share = (disc - floor) / den if den > 0 else float("nan")
-        return {"total": math.sqrt(max(total, 0)), "E_D": math.sqrt(max(disc, 0)),
-                "E_S": math.sqrt(max(ks.mmd2("C", "A", ic, ic), 0)),
-                "floor": math.sqrt(max(floor, 0)), "discretization_share": share}
+        total = ks.mmd2("C", "q", ic, iq, unbiased=True)
+        disc = ks.mmd2("A", "q", ic, iq, unbiased=True)
+        floor = ks.mmd2("q", "f", iq, iff, unbiased=True)
+        share = disc / total if total > 0 else float("nan")
+        return {"total": _root(total), "E_D": _root(disc),
+                "E_S": _root(ks.mmd2("C", "A", ic, ic, unbiased=True, paired=True)),
+                "floor": _root(floor), "discretization_share": share}
 
     point = terms()
     rng = np.random.default_rng(seed)
