@@ -9,7 +9,13 @@ import torch
 from errprop.data.empirical import EmpiricalDenoiser
 from errprop.data.gmm import GaussianMixture
 from errprop.diagnostics.kernel_sets import KernelSets, mean_sq_distance
-from errprop.diagnostics.learned import entry_range, learned_split, memorisation, memorisation_levels
+from errprop.diagnostics.learned import (
+    entry_range,
+    learned_split,
+    memorisation,
+    memorisation_grid,
+    memorisation_levels,
+)
 from errprop.errors import ErrpropError
 from errprop.grids import make_grid
 from errprop.metrics.mmd import mmd2
@@ -100,6 +106,10 @@ def test_entry_range_and_levels():
     assert entry_range([1.0, 0.0], [0.0, 0.0])["sigma_hi"] is None
     lv = memorisation_levels(torch.logspace(1, -2, 40), k=12)
     assert len(lv) == 12 and lv[0] == pytest.approx(10.0) and lv[-1] == pytest.approx(0.01)
+    process = VPProcess()
+    lv = memorisation_grid(process, make_grid("uniform", process, 4))
+    assert 12 <= len(lv) <= 16 and lv == sorted(lv, reverse=True)
+    assert lv[-1] == pytest.approx(process.sigma_min) and lv[0] == pytest.approx(process.sigma_max)
 
 
 def test_kernel_sets_match_mmd2():

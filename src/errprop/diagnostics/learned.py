@@ -239,6 +239,16 @@ def memorisation_levels(sigmas: torch.Tensor, k: int = 12) -> list[float]:
     return s[pick].tolist()
 
 
+def memorisation_grid(process: Process, sigmas: torch.Tensor, k: int = 16) -> list[float]:
+    """The levels at which :func:`memorisation` is measured for a sampling grid: its σ > 0 and 12
+    log-spaced ones over the process's whole range (a grid of few steps stops far above σ_min,
+    where D* memorises), thinned to at most ``k``."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64)
+    span = torch.logspace(math.log10(process.sigma_min), math.log10(process.sigma_max), 12,
+                          dtype=torch.float64)
+    return memorisation_levels(torch.unique(torch.cat([s[s > 0], span])), k)
+
+
 @torch.no_grad()
 def memorisation(
     exact,

@@ -53,7 +53,7 @@ from ..streams import KEY_DATA, default_dtype, draw_data
 from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
-from .learned import learned_split, memorisation
+from .learned import learned_split, memorisation, memorisation_grid
 from .modular import denoising_excess, modular_error
 from .plots import plot_steps
 
@@ -201,7 +201,8 @@ def _split(setup: _Setup, denoiser, device) -> dict:
 def _learned(setup: _Setup, denoiser, device) -> dict:
     res = dict(_split(setup, denoiser, device))
     if isinstance(setup.exact, EmpiricalDenoiser) and setup.heldout is not None:
-        res["memorisation"] = memorisation(setup.exact, setup.heldout, setup.sigmas,
+        res["memorisation"] = memorisation(setup.exact, setup.heldout,
+                                           memorisation_grid(setup.process, setup.sigmas),
                                            model=denoiser, n=min(setup.n, len(setup.heldout)),
                                            seed=setup.seed, device=device)
     return res
