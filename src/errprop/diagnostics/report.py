@@ -19,7 +19,9 @@ from .plots import plot_steps
 CAPTIONS = {
     "learned": ("The learned error per step: E‖D_θ(x̂, σ_j) − D*(x̂, σ_j)‖² at the states x̂ the "
                 "model's own chain visits (D*: the exact denoiser of the reference distribution; "
-                "±1 standard error over chains). Good: small wherever D* stands for the data "
+                "±1 standard error over chains), and dashed the same in ε units, "
+                "E‖ε̂_θ − ε̂*‖² = E‖D_θ − D*‖²/σ² (an ε-prediction model's x0 error grows like σ, "
+                "so only the ε units compare across σ). Good: small wherever D* stands for the data "
                 "(unshaded); in the shaded σ range D* returns training images, so there a "
                 "generalising model is far from it by design."),
     "learned_split": ("The split of the error along the chain, √MMD² against data noised to each σ: "
