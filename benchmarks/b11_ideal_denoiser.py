@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
              "other processes ran beside this one).", "",
              f"Batch of {a.batch} queries (noised test images), {len(train):,} training images × "
              f"{den.dim} pixels, float64 throughout; median of {a.repeats} calls after a warm-up. "
-             f"One matrix product is {flops / 1e9:.1f} GFLOP; D* needs two where every weight counts "
-             "(large σ) and about one where few do (small σ: `ess`, the effective number of "
-             "training images averaged, is small).", "",
+             f"One matrix product is {flops / 1e9:.1f} GFLOP; D* needs two: the logits, and the "
+             "weighted sum, which is narrowed to the training images whose weight for some query of "
+             "the batch is above e^−80 of that query's largest — over a batch of 256 that saves "
+             "work only at small σ (`ess`: the effective number of training images averaged per "
+             "query). Nearest neighbour: one product.", "",
              "| call | σ | seconds per call | per query (ms) | mean ess |", "|---|---|---|---|---|"]
     for r in rows:
         ess = "" if r["mean_ess"] is None else f"{r['mean_ess']:.3g}"

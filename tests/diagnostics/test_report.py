@@ -50,3 +50,17 @@ def test_report_renders_in_a_browser(diagnosed):
     assert len(page.images) >= 6 and all(img.decoded for img in page.images)
     assert all(img.src_prefix.startswith("data:image/png;base64,") for img in page.images)
     assert page.external_requests == [] and page.js_errors == []
+
+
+def test_summary_says_when_the_error_enters_where_the_reference_memorises():
+    term = {"value": 0.5, "lo": 0.4, "hi": 0.6}
+    model = {"final": {"total": term, "E_D": term, "E_S": term, "floor": term, "path": term,
+                       "discretization_share": {"value": 0.25, "lo": 0.1, "hi": 0.4}},
+             "enters": {"sigma_lo": 0.3, "sigma_hi": 2.0, "share": 0.6, "intervals": []},
+             "memorisation": {"reference_valid_from": 1.5}}
+    results = {"learned": {"sampler": "ddim", "steps": 10, "grid": "uniform", "n": 8, "model": model}}
+    text = summary(results)
+    assert "The error enters at σ ∈ [0.3, 2]" in text and "25 % (90 % bootstrap interval 10 %–40 %)" in text
+    assert "Part of the σ range where the error enters (below 1.5) lies where D* memorises" in text
+    model["memorisation"]["reference_valid_from"] = 0.1
+    assert "lies where D* memorises" not in summary(results)

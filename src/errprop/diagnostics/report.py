@@ -99,6 +99,12 @@ def summary(results: dict[str, dict]) -> str:
                 f"D* stands for the data distribution from σ ≈ {_fmt(valid)} up; below, it returns "
                 "training images, and the learned error there measures generalisation, not the "
                 "model's error.")
+            if e["sigma_hi"] is not None and (valid is None or e["sigma_lo"] < valid):
+                where = ("The σ range where the error enters lies" if valid is None or e["sigma_hi"] <= valid
+                         else f"Part of the σ range where the error enters (below {_fmt(valid)}) lies")
+                lines.append(
+                    f"{where} where D* memorises: there the two chains part because the model does "
+                    "not copy training images, which is generalisation, not necessarily error.")
     cum = results.get("cumulative", {}).get("model")
     if cum and "mmd2" in cum:
         lines.append(f"Cumulative error at the end: MMD² {_fmt(cum['mmd2'][-1])} "
