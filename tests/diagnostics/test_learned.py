@@ -129,3 +129,16 @@ def test_kernel_sets_match_mmd2():
     assert ks.mmd2("x", "y", unbiased=True) == pytest.approx(u, rel=1e-10)
     rep = np.array([0, 0, 0, 1, 2])  # repeats of sample 0 count as one sample against itself
     assert ks.mmd2("x", "x", rep, rep, unbiased=True, paired=True) == pytest.approx(0, abs=1e-12)
+
+
+def test_a_churned_step_is_measured_at_the_state_it_reports(images):
+    from errprop.process import VEProcess
+
+    train, _ = images
+    den = EmpiricalDenoiser(train)
+    process = VEProcess()
+    res = learned_split(lambda x, s: den(x, s) + 0.1, den, process, train,
+                        make_grid("edm", process, 4), step="euler", options={"gamma": 0.5}, n=32,
+                        n_boot=10, dtype=torch.float64)
+    for v in res["learned"]:  # D_θ − D* = 0.1 everywhere, at the same (x̂, σ)
+        assert v == pytest.approx(16 * 0.01, rel=1e-9)

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ..data.empirical import EmpiricalDenoiser
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..generate import run_chains
@@ -170,11 +171,15 @@ def learned_split(
     if record[-1] != m:
         record.append(m)
     per_step: list[list[torch.Tensor]] = [[] for _ in range(m)]
+    # a churned step (EDM's γ > 0) denoises at a raised σ̂, not at the state it reports: then the
+    # model is called again at (x̂, σ); otherwise the sampler's own estimate serves
+    churned = bool((options or {}).get("gamma", 0) > 0)
 
     def collect(info) -> None:
         # the model's denoised estimate at its own state against D* at the same state
         x, s = info["x"], info["sigma"]
-        diff = info["denoised"].double() - exact(x.double(), s).double()
+        d_theta = denoiser(x, s) if churned else info["denoised"]
+        diff = d_theta.double() - exact(x.double(), s).double()
         per_step[info["i"]].append(diff.reshape(len(x), -1).pow(2).sum(1).cpu())
 
     model_dtype = dtype or default_dtype(denoiser)
@@ -251,7 +256,7 @@ def memorisation_grid(process: Process, sigmas: torch.Tensor, k: int = 16) -> li
 
 @torch.no_grad()
 def memorisation(
-    exact,
+    exact: EmpiricalDenoiser,
     heldout: torch.Tensor,
     sigmas: Sequence[float] | torch.Tensor,
     *,
