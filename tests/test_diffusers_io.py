@@ -178,6 +178,19 @@ def test_cli_samples_diagnoses_and_evaluates_a_loaded_model(tmp_path, capsys):
     assert not any(p.name.startswith("eval") or p.name == "samples" for p in folder.iterdir())
 
 
+def test_diagnose_oracle_on_a_loaded_model_uses_the_ideal_denoiser_of_its_data(tmp_path, capsys):
+    model = f"diffusers:{_save(tmp_path / 'm', DDIMScheduler())}"
+    assert main(["diagnose", model, "--data", "digits", "--oracle", "--what", "learned,budget",
+                 "--steps", "4", "--n", "16", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^learned: model: learned error per step .* discretization share", out, re.M)
+    d = tmp_path / "d" / "diagnostics"
+    learned = json.loads((d / "learned.json").read_text())
+    assert learned["reference"] == "ideal denoiser of the training set"
+    assert learned["model"]["memorisation"]["sigma"]  # digits' test split is the held-out set
+    assert (d / "report.html").is_file() and (d / "budget.json").is_file()
+
+
 def test_fine_tune_with_sa2_then_export_round_trips_bitwise(tmp_path, capsys):
     folder = _save(tmp_path / "m", DDPMScheduler(prediction_type="v_prediction", clip_sample=False))
     run = tmp_path / "run"

@@ -330,21 +330,34 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
         run = replace(run, path=Path(args.out))
     data = load_data(run.config, "train")
-    if args.oracle and not isinstance(data, GaussianMixture):
-        raise ErrpropError("--oracle needs a Gaussian-mixture run (the exact denoiser is its oracle)")
+    oracle, heldout = None, None
+    if args.oracle and isinstance(data, GaussianMixture):
+        oracle = data
+    elif args.oracle:  # images: the ideal denoiser of the training set (exact for its distribution)
+        from .data.empirical import EmpiricalDenoiser
+
+        oracle = EmpiricalDenoiser(data.to(device))
+        try:  # held-out images tell where D* memorises
+            heldout = load_data(run.config, "test")
+        except ErrpropError as e:
+            print(f"diagnose: no held-out images ({e}); where D* memorises is not measured",
+                  file=sys.stderr)
+    what = args.what or ("modular,cumulative,gap" + (",learned" if heldout is not None or (
+        oracle is not None and not isinstance(data, GaussianMixture)) else ""))
     sc = run.config.sample
     steps = args.steps or sc.steps
     check_sampling(run.config, run.process, [steps], args.grid)
     out = make_dir(Path(run.path) / "diagnostics", "diagnostics folder")
-    print(f"diagnose {run.path}: {args.what} ({args.sampler or sc.sampler}, {steps} steps, n = {args.n})",
+    print(f"diagnose {run.path}: {what} ({args.sampler or sc.sampler}, {steps} steps, n = {args.n})",
           file=sys.stderr)
-    written = diagnose(run.denoiser, run.process, data, args.what, sampler=args.sampler or sc.sampler,
+    command = shlex.join(["errprop", *sys.argv[1:]])
+    written = diagnose(run.denoiser, run.process, data, what, sampler=args.sampler or sc.sampler,
                        steps=steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
-                       oracle=data if args.oracle else None, batch_size=args.batch_size,
+                       oracle=oracle, heldout=heldout, batch_size=args.batch_size,
                        options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn,
                                 "clip": sample_clip(run.config)},
-                       grid_options=grid_options(run.config))
-    write_text(out / "command.txt", shlex.join(["errprop", *sys.argv[1:]]) + "\n")
+                       grid_options=grid_options(run.config), command=command)
+    write_text(out / "command.txt", command + "\n")
     for name, path in written.items():
         if name.endswith(".json"):
             print(summarize(name[:-5], json.loads(path.read_text())))
@@ -517,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = command("diagnose", "error propagation step by step (prints the headline numbers)")
     g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
-    g.add_argument("--what", default="modular,cumulative,gap",
-                   help="comma-separated: modular, cumulative, amplification, gap, budget")
+    g.add_argument("--what", help="comma-separated: modular, cumulative, amplification, gap, budget, "
+                                  "learned (default: modular,cumulative,gap, and learned with --oracle)")
     g.add_argument("--sampler", choices=_SamplerNames(with_data=True), metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
@@ -527,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="sample seed")
     g.add_argument("--batch-size", type=_positive, help="samples per network batch; default: all")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--oracle", action="store_true", help="also measure the exact mixture denoiser")
+    g.add_argument("--oracle", action="store_true",
+                   help="also measure the exact denoiser: the mixture's, or on images the ideal denoiser "
+                        "of the training set (then: the learned part per step, its split from "
+                        "discretization, budget, and where the reference memorises)")
     g.add_argument("--out", help="diffusers:PATH models: the folder for the results (RUN/diagnostics/ "
                                  "otherwise)")
     _model_source_options(g)

@@ -70,3 +70,18 @@ def test_compare_schedules_reports_both_ds_grids(mix):
 def test_budget_needs_a_mixture(mix):
     with pytest.raises(ErrpropError, match="Gaussian-mixture"):
         error_budget(mix, torch.zeros(10, 2), VEProcess())
+
+
+def test_budget_on_images_with_the_ideal_denoiser_as_the_exact_reference():
+    from errprop.data.empirical import EmpiricalDenoiser
+
+    g = torch.Generator().manual_seed(0)
+    den = EmpiricalDenoiser(torch.rand(300, 1, 3, 3, generator=g) * 2 - 1)
+    process = VPProcess(T=100)
+    exact = error_budget(den, den, process, sampler="ddim", grid="uniform", steps=6, n=64)
+    assert exact["E_S"] == {"mmd": 0.0, "swd": 0.0, "path": 0.0}
+    assert "xent" not in exact["E_D"] and "path" not in exact["E_D"]  # no density, no reference
+    biased = error_budget(lambda x, s: den(x, s) + 0.2, den, process, sampler="ddim",
+                          grid="uniform", steps=6, n=64, dtype=torch.float64)
+    assert biased["E_S"]["mmd"] > 0 and biased["E_S"]["path"] > 0.5  # ≥ ‖0.2·1‖ = 0.6 at the end
+    assert biased["E_D"] == exact["E_D"] and biased["E_I"] == exact["E_I"]

@@ -16,7 +16,8 @@ def test_every_measurement_on_a_mixture_with_an_oracle_curve(tmp_path):
     model = lambda x, s: mix(x, s) + 0.2  # noqa: E731  (a biased "trained" model)
     out = diagnose(model, VPProcess(), mix, list(WHATS), sampler="ddpm", steps=8, n=64,
                    seed=1, out_dir=tmp_path, oracle=mix)
-    assert set(out) == {f"{w}.{ext}" for w in WHATS for ext in ("json", "png")}
+    assert set(out) == {f"{w}.{ext}" for w in WHATS for ext in ("json", "png")} | {
+        "report.html", "report.md"}
     for w in WHATS:
         res = json.loads(out[f"{w}.json"].read_text())  # strict JSON: no NaN
         assert res["what"] == w and res["n"] == 64 and res["seed"] == 1 and res["steps"] == 8
@@ -61,3 +62,34 @@ def test_image_data(tmp_path):
         diagnose(model, VPProcess(T=100), imgs, ["modluar"], n=40, out_dir=tmp_path)
     with pytest.raises(ErrpropError, match="unknown sampler"):
         diagnose(model, VPProcess(T=100), imgs, ["gap"], sampler="dpm", n=40, out_dir=tmp_path)
+
+
+def test_image_data_with_the_ideal_denoiser_as_oracle(tmp_path):
+    from errprop.data.empirical import EmpiricalDenoiser
+
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.rand(200, 1, 3, 3, generator=g) * 2 - 1, torch.rand(60, 1, 3, 3, generator=g)
+    oracle = EmpiricalDenoiser(train)
+    model = lambda x, s: oracle(x, s) * 0.8  # noqa: E731  (a shrunk "trained" model)
+    out = diagnose(model, VPProcess(T=100), train, ["modular", "learned", "budget"], sampler="ddim",
+                   steps=5, n=40, out_dir=tmp_path, oracle=oracle, heldout=test, command="errprop x")
+    assert {"report.html", "report.md", "learned.json", "budget.json"} <= set(out)
+    mod = json.loads(out["modular.json"].read_text())
+    assert mod["reference"] == "ideal denoiser of the training set"
+    assert len(mod["model"]["learned_at_chain"]) == 5 and mod["model"]["reducible"][0] > 0
+    assert mod["oracle"]["reducible"] == [0.0] * 5  # D*'s own excess: the floor
+    learned = json.loads(out["learned.json"].read_text())
+    assert "oracle" not in learned  # not re-run with D* as the model: it compares the two
+    res = learned["model"]
+    assert len(res["learned"]) == 5 and all(v > 0 for v in res["learned"])
+    assert res["learned"] == mod["model"]["learned_at_chain"]  # one chain serves both
+    assert res["memorisation"]["sigma"] and res["final"]["discretization_share"]["lo"] is not None
+    budget = json.loads(out["budget.json"].read_text())["model"]
+    assert list(budget["grids"]) == ["uniform"] and budget["grids"]["uniform"]["E_S"]["mmd"][-1] > 0
+    md = out["report.md"].read_text()
+    assert "> **Verdict.**" in md and "% (90 % bootstrap interval" in md
+    assert "![" in md and (tmp_path / "learned_split.png").is_file()
+    assert (tmp_path / "memorisation.png").is_file()
+    for what in ("learned", "budget"):
+        with pytest.raises(ErrpropError, match="--oracle"):
+            diagnose(model, VPProcess(T=100), train, [what], steps=5, n=40, out_dir=tmp_path)

@@ -36,6 +36,8 @@ def plot_steps(
     title: str = "",
     xscale: str = "linear",
     invert_x: bool = False,
+    sigma_axis: Sequence[float] | None = None,
+    shade: Sequence[tuple[float, float, str]] = (),
 ) -> Path:
     """Plot curves ``{label: {"x": [...], "y": [...]}}`` on one axis and save a PNG.
 
@@ -43,7 +45,10 @@ def plot_steps(
     ``color`` (any matplotlib colour).
 
     None/NaN values are left out (gaps). The y axis is logarithmic when the values of all curves
-    together span more than two decades (:func:`choose_yscale`). Returns ``path``.
+    together span more than two decades (:func:`choose_yscale`). ``sigma_axis``: σ at x = 0, 1,
+    2, … (a grid); a second x axis on top then reads the steps in σ, so that one plot has both.
+    ``shade``: ``(x_from, x_to, label)`` bands (e.g. where a reference is not valid).
+    Returns ``path``.
     """
     if not curves:
         raise ErrpropError("plot_steps: no curves to plot")
@@ -71,6 +76,10 @@ def plot_steps(
     ax.set_xscale(xscale)
     if invert_x:
         ax.invert_xaxis()
+    for a, b, label in shade:
+        ax.axvspan(a, b, color="0.85", alpha=0.6, lw=0, label=label)
+    if sigma_axis is not None and len(sigma_axis) > 1:
+        _sigma_ticks(ax, [float(v) for v in sigma_axis])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -78,3 +87,11 @@ def plot_steps(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def _sigma_ticks(ax, sigmas: list[float], ticks: int = 6) -> None:
+    """A top axis labelled with σ at up to ``ticks`` of the grid's points (the x axis is j)."""
+    top = ax.secondary_xaxis("top")
+    pos = sorted({int(round(v)) for v in np.linspace(0, len(sigmas) - 1, min(ticks, len(sigmas)))})
+    top.set_xticks(pos, labels=[f"{sigmas[p]:.3g}" for p in pos])
+    top.set_xlabel("σ at that step")

@@ -16,13 +16,24 @@ what               measurement
 ``amplification``  mixtures + Gaussian step: μ_t from E^cumu_{t−1} − E^mod_t ≈ μ_t E^cumu_t (nats)
 ``gap``            SA's estimation gap from data noised to paper step 300 (VP) over the grid's
                    levels below it
-``budget``         mixtures: DS's E_I, E_D, E_S for the grid, the other DS grids, at steps/4,
-                   steps/2 and steps
+``budget``         DS's E_I, E_D, E_S at steps/4, steps/2 and steps: mixtures for the grid and the
+                   other DS grids; images (with the ideal denoiser as ``oracle``) for the grid
+``learned``        with an exact ``oracle`` (the mixture, or the ideal denoiser D* of the training
+                   set): E‖D_θ − D*‖² per step at the model chain's states, the split of the error
+                   into discretization (the sampler run with D*) and learned part per grid point
+                   and at the end (DS's E_D, E_S, with bootstrap intervals), where the error
+                   enters, and (with ``heldout`` images) where D* memorises
 =================  ================================================================================
+
+With an image ``oracle`` (:class:`~errprop.data.empirical.EmpiricalDenoiser`), ``modular`` also
+splits the denoising excess into its reducible part against D* and D*'s own (irreducible for the
+training set's distribution), and reports the learned error per step beside it. Every run writes
+``report.html`` (one self-contained page) and ``report.md`` (:mod:`errprop.diagnostics.report`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +41,7 @@ from pathlib import Path
 import torch
 
 from ..analytic_dpm import analytic_ddpm_step, gamma_table
+from ..data.empirical import EmpiricalDenoiser
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..files import to_jsonable, write_json
@@ -42,13 +54,18 @@ from ..streams import default_dtype, draw_data
 from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
+from .learned import learned_split, memorisation, memorisation_grid
 from .modular import denoising_excess, modular_error
 from .plots import plot_steps
 
-WHATS = ("modular", "cumulative", "amplification", "gap", "budget")
+WHATS = ("modular", "cumulative", "amplification", "gap", "budget", "learned")
 SAMPLERS = tuple(REGISTRY)
-MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)",
-                "budget": "the error budget needs the exact score and exact draws of q_σmax"}
+MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)"}
+#: Measurements that need an exact reference: a mixture, or an ideal-denoiser oracle on images.
+NEEDS_EXACT = {"budget": "the error budget needs the exact score and exact draws of q_σmax",
+               "learned": "the learned part is the model's distance from an exact denoiser"}
+#: Measurements not repeated with the oracle as the model (they already compare the two).
+NO_ORACLE_RUN = ("budget", "learned")
 
 
 def _device(denoiser) -> torch.device:
@@ -64,7 +81,7 @@ class _Setup:
 
     def __init__(self, process: Process, data, sampler: str, steps: int, grid: str | None,
                  n: int, seed: int, options: dict | None, grid_options: dict | None,
-                 batch_size: int | None):
+                 batch_size: int | None, oracle=None, heldout: torch.Tensor | None = None):
         if sampler not in SAMPLERS:
             raise ErrpropError(f"diagnose: unknown sampler {sampler!r}; choose one of {SAMPLERS}")
         if not isinstance(data, GaussianMixture) and not (torch.is_tensor(data) and data.ndim >= 2):
@@ -78,6 +95,10 @@ class _Setup:
         self.steps = len(self.sigmas) - 1
         self.user_options = dict(options or {})
         self.batch_size = batch_size
+        self.oracle, self.heldout = oracle, heldout
+        # the exact reference: the mixture itself, else an oracle given for the data
+        self.exact = self.mixture if self.mixture is not None else oracle
+        self.memo: dict = {}  # the learned split, shared by ``modular`` and ``learned``
 
     def step(self, denoiser: Denoise, device) -> tuple[str | Callable, dict]:
         """The step function and its options for ``denoiser``. Analytic-DPM gets its own Γ table,
@@ -102,7 +123,11 @@ class _Setup:
         return {"what": what, "sampler": self.sampler, "grid": self.grid, "steps": self.steps,
                 "n": self.n, "seed": self.seed, "process": type(self.process).__name__,
                 "data": "gaussian_mixture" if self.mixture is not None else "samples",
-                "sampler_options": dict(self.user_options)}
+                "sampler_options": dict(self.user_options),
+                "sigmas": [float(v) for v in self.sigmas],
+                "reference": (None if self.oracle is None else
+                           "ideal denoiser of the training set" if isinstance(
+                               self.oracle, EmpiricalDenoiser) else "exact mixture denoiser")}
 
 
 def _modular(setup: _Setup, denoiser, device) -> dict:
@@ -111,8 +136,13 @@ def _modular(setup: _Setup, denoiser, device) -> dict:
         return modular_error(denoiser, setup.mixture, setup.sigmas, step=step, options=opts,
                              n=setup.n, seed=setup.seed, process=setup.process, device=device)
     res = denoising_excess(denoiser, setup.data, setup.sigmas, n=setup.n, seed=setup.seed,
-                           exact=setup.mixture, process=setup.process, batch_size=setup.batch_size,
+                           exact=setup.exact, process=setup.process, batch_size=setup.batch_size,
                            device=device)
+    if setup.mixture is None and setup.exact is not None and denoiser is not setup.exact:
+        # beside the excess at forward-noised data: the learned error at the chain's own states
+        split = _split(setup, denoiser, device)
+        res.update(learned_at_chain=split["learned"], learned_at_chain_stderr=split["learned_stderr"],
+                   learned_sigma=split["step_sigma"])
     if setup.mixture is not None:
         res["fallback"] = (f"sampler {setup.sampler!r} has no Gaussian step density, so "
                            "KL(p_θ(·|x̂) ‖ q(·|x̂)) is undefined: the denoising excess is reported "
@@ -151,14 +181,36 @@ def _gap(setup: _Setup, denoiser, device) -> dict:
 
 def _budget(setup: _Setup, denoiser, device) -> dict:
     step, opts = setup.step(denoiser, device)
-    grids = list(dict.fromkeys([setup.grid, *DS_GRIDS]))
+    # on images every D* chain costs seconds per step: the run's own grid only
+    grids = list(dict.fromkeys([setup.grid, *(DS_GRIDS if setup.mixture is not None else ())]))
     steps = sorted({max(2, setup.steps // 4), max(2, setup.steps // 2), setup.steps})
-    return compare_schedules(denoiser, setup.mixture, setup.process, sampler=step, options=opts,
+    return compare_schedules(denoiser, setup.exact, setup.process, sampler=step, options=opts,
                              steps=steps, grids=grids, n=setup.n, seed=setup.seed)
 
 
+def _split(setup: _Setup, denoiser, device) -> dict:
+    key = ("split", id(denoiser))
+    if key not in setup.memo:
+        step, opts = setup.step(denoiser, device)
+        setup.memo[key] = learned_split(denoiser, setup.exact, setup.process, setup.data,
+                                        setup.sigmas, step=step, options=opts, n=setup.n,
+                                        seed=setup.seed, batch_size=setup.batch_size,
+                                        device=device)
+    return setup.memo[key]
+
+
+def _learned(setup: _Setup, denoiser, device) -> dict:
+    res = dict(_split(setup, denoiser, device))
+    if isinstance(setup.exact, EmpiricalDenoiser) and setup.heldout is not None:
+        res["memorisation"] = memorisation(setup.exact, setup.heldout,
+                                           memorisation_grid(setup.process, setup.sigmas),
+                                           model=denoiser, n=min(setup.n, len(setup.heldout)),
+                                           seed=setup.seed, device=device)
+    return res
+
+
 MEASURE = {"modular": _modular, "cumulative": _cumulative, "amplification": _amplification,
-           "gap": _gap, "budget": _budget}
+           "gap": _gap, "budget": _budget, "learned": _learned}
 
 
 def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
@@ -175,6 +227,10 @@ def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
             curves[name] = {"x": x, "y": r[key], "yerr": r.get(f"{key}_stderr")}
             if not kl and "reducible" in r:
                 curves[f"{name} reducible"] = {"x": x, "y": r["reducible"], "style": "--"}
+            if "learned_at_chain" in r:  # in ε units, as the excess: ‖D_θ − D*‖²/σ²
+                curves[f"{name}: ‖ε̂_θ − ε̂*‖² at its chain's states"] = {
+                    "x": list(range(len(r["learned_at_chain"]))), "style": "-.",
+                    "y": [v / s**2 for v, s in zip(r["learned_at_chain"], r["learned_sigma"])]}
         return curves, "sampling step j (σ_j → σ_{j+1})", ylabel
     if what == "cumulative":
         for name, r in runs.items():
@@ -191,8 +247,16 @@ def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
     if what == "gap":
         for name, r in runs.items():
             curves[name] = {"x": list(range(len(r["gap"]))), "y": r["gap"], "yerr": r["gap_stderr"]}
-        return (curves, f"step from σ0 = {model['sigma0']:.3g}",
+        return (curves, f"chain step from data noised to σ0 = {model['sigma0']:.3g}",
                 "estimation gap mean ‖x^θ − x^oracle‖")
+    if what == "learned":
+        for name, r in runs.items():
+            curves[f"{name}: E‖D_θ − D*‖² (x0 units)"] = {"x": r["step_index"], "y": r["learned"],
+                                                         "yerr": r["learned_stderr"]}
+            # the same in ε units, comparable across σ: an ε-model's x0 error grows like σ
+            curves[f"{name}: E‖ε̂_θ − ε̂*‖² = E‖D_θ − D*‖²/σ²"] = {
+                "x": r["step_index"], "y": r["learned_eps"], "style": "--"}
+        return curves, "sampling step j (σ_j → σ_{j+1})", "learned error per sample"
     x = model["steps"]
     for i, (g, table) in enumerate(model["grids"].items()):
         color = f"C{i}"
@@ -201,6 +265,15 @@ def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
         curves[f"{g}: E_S"] = {"x": x, "y": table["E_S"]["mmd"], "style": ":", "color": color}
     curves["floor"] = {"x": x, "y": [model["floor"]["mmd"]] * len(x), "style": ":", "color": "0.5"}
     return curves, "sampling steps", "distance to data (√MMD²)"
+
+
+def sigma_axis(what: str, runs: dict[str, dict], sigmas: Sequence[float]) -> list[float] | None:
+    """σ at x = 0, 1, … of a measurement's plot (its top axis), None where x is not a step."""
+    if what == "budget":
+        return None
+    if what == "gap":
+        return next(iter(runs.values()))["sigma"]
+    return [float(v) for v in sigmas]
 
 
 def diagnose(
@@ -215,10 +288,13 @@ def diagnose(
     n: int = 1000,
     seed: int = 0,
     out_dir: Path,
-    oracle: GaussianMixture | None = None,
+    oracle: GaussianMixture | EmpiricalDenoiser | None = None,
+    heldout: torch.Tensor | None = None,
     options: dict | None = None,
     grid_options: dict | None = None,
     batch_size: int | None = None,
+    command: str | None = None,
+    report: bool = True,
 ) -> dict[str, Path]:
     """Run the diagnostics ``what`` (any of :data:`WHATS`) and write their JSON and PNG files.
 
@@ -231,15 +307,21 @@ def diagnose(
             table estimated from the denoiser on the data); ``options`` are user-level sampler
             settings (``eta``, ``variance``, ``s_churn``; :func:`errprop.generate.step_options`).
         steps, grid, grid_options: the sampling grid (default ``uniform`` for VP, ``edm`` for VE).
-        oracle: an exact denoiser whose curve is drawn for reference on every plot.
+        oracle: an exact denoiser whose curve is drawn for reference on every plot: the mixture,
+            or on images the ideal denoiser of the training set
+            (:class:`~errprop.data.empirical.EmpiricalDenoiser` of ``data``), which also gives
+            ``budget`` and ``learned`` an exact reference.
+        heldout: images the training set does not hold (the test split): ``learned`` then
+            measures where D* memorises.
+        command: the command line, named in the report; ``report``: write report.html/.md.
 
     Returns:
         ``{"<what>.json": path, "<what>.png": path}`` for each measurement (``what`` is a list or
-        a comma-separated string).
+        a comma-separated string), and ``report.html``, ``report.md``.
 
     Raises:
-        ErrpropError: an unknown measurement or sampler, or ``amplification``/``budget`` on data
-        that is not a Gaussian mixture.
+        ErrpropError: an unknown measurement or sampler, ``amplification`` on data that is not a
+        Gaussian mixture, or ``budget``/``learned`` without an exact reference.
     """
     if isinstance(what, str):
         what = what.split(",")
@@ -250,13 +332,20 @@ def diagnose(
     if unknown:
         raise ErrpropError(
             f"diagnose: unknown measurement(s) {unknown}; choose from {', '.join(WHATS)}")
-    setup = _Setup(process, data, sampler, steps, grid, n, seed, options, grid_options, batch_size)
+    setup = _Setup(process, data, sampler, steps, grid, n, seed, options, grid_options, batch_size,
+                   oracle, heldout)
     if setup.mixture is None:
         for w in what:
             if w in MIXTURE_ONLY:
                 raise ErrpropError(
                     f"diagnose {w}: needs a Gaussian-mixture data set ({MIXTURE_ONLY[w]}); "
-                    "on image data use modular, cumulative or gap")
+                    "on image data use modular, cumulative, gap, or with the ideal denoiser as "
+                    "oracle (--oracle) budget and learned")
+    for w in what:
+        if w in NEEDS_EXACT and setup.exact is None:
+            raise ErrpropError(
+                f"diagnose {w}: needs a Gaussian-mixture data set or, on images, the ideal "
+                f"denoiser of the training set as oracle (--oracle) ({NEEDS_EXACT[w]})")
     entry = get_sampler(setup.sampler)
     if "amplification" in what and not (entry.gaussian and (entry.needs_data or entry.stochastic(
             step_options(setup.sampler, setup.steps, process, **setup.user_options)))):
@@ -266,21 +355,30 @@ def diagnose(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _device(denoiser)
     written: dict[str, Path] = {}
+    results: dict[str, dict] = {}
     for w in what:
-        print(f"[diagnose] measuring {w}" + (" (model and exact denoiser)" if oracle is not None else ""),
+        both = oracle is not None and w not in NO_ORACLE_RUN
+        print(f"[diagnose] measuring {w}" + (" (model and exact denoiser)" if both else ""),
               file=sys.stderr, flush=True)
         runs = {"model": MEASURE[w](setup, denoiser, device)}
-        if oracle is not None and w != "budget":  # the budget's E_S is already model vs exact
+        if oracle is not None and w not in NO_ORACLE_RUN:  # those already compare model and exact
             runs["oracle"] = MEASURE[w](setup, oracle, device)
         result = {**setup.meta(w), **runs}
         path = out_dir / f"{w}.json"
         write_json(path, to_jsonable(result))
+        results[w] = json.loads(path.read_text())
         lines, xlabel, ylabel = curves(w, runs)
         title = (f"{w}: {setup.sampler}, {setup.grid} grid, {setup.steps} steps, n = {n}, "
                  f"seed {seed}")
         written[f"{w}.json"] = path
         written[f"{w}.png"] = plot_steps(lines, out_dir / f"{w}.png", xlabel=xlabel, ylabel=ylabel,
-                                         title=title, xscale="log" if w == "budget" else "linear")
+                                         title=title, xscale="log" if w == "budget" else "linear",
+                                         sigma_axis=sigma_axis(w, runs, setup.sigmas))
+    if report:
+        from .report import write_report
+
+        html, md = write_report(out_dir, results, command=command)
+        written.update({"report.html": html, "report.md": md})
     return written
 
 
@@ -308,6 +406,14 @@ def summarize(what: str, result: dict) -> str:
             text = f"gap at the last step {fmt(r['gap'][-1])} ± {fmt(r['gap_stderr'][-1])}"
         elif what == "amplification":
             text = f"μ = {fmt(r['mu'])} (90 % bootstrap {fmt(r['mu_q05'])}–{fmt(r['mu_q95'])})"
+        elif what == "learned":
+            f = r["final"]
+            share = f["discretization_share"]
+            text = (f"learned error per step {fmt(min(r['learned']))}–{fmt(max(r['learned']))}; "
+                    f"final distance {fmt(f['total']['value'])} = discretization E_D "
+                    f"{fmt(f['E_D']['value'])} + learned E_S {fmt(f['E_S']['value'])} (at most; "
+                    f"floor {fmt(f['floor']['value'])}); discretization share "
+                    f"{fmt(share['value'])} [{fmt(share['lo'])}, {fmt(share['hi'])}]")
         else:
             text = "preferred grid: " + ", ".join(f"{k} {v}" for k, v in r["preferred"].items())
         parts.append(f"{who}: {text}")
