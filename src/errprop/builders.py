@@ -136,6 +136,14 @@ def sample_clip(cfg: Config):
     return cfg.sample.clip_sample_range if on else None
 
 
+def sampler_settings(cfg: Config) -> dict:
+    """The user-level sampler settings of a config's ``sample`` section, for
+    :func:`errprop.samplers.step_options` (each sampler takes the ones it uses)."""
+    sc = cfg.sample
+    return {"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn, "clip": sample_clip(cfg),
+            "lower_order_final": sc.lower_order_final, "disable_corrector": tuple(sc.disable_corrector)}
+
+
 def grid_options(cfg: Config) -> dict:
     """The :func:`errprop.grids.make_grid` options of a config's ``sample`` section."""
     sc = cfg.sample

@@ -184,7 +184,7 @@ def _step(text: str) -> int:
 
 # ------------------------------------------------------------------------------------------ sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .builders import check_sampling, grid_options, load_data, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sampler_settings
     from .data.gmm import GaussianMixture
     from .files import make_dir, write_result
     from .generate import generate
@@ -208,8 +208,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
                  grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True, device=device,
                  grid_options=grid_options(run.config),
-                 eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn,
-                 clip=sample_clip(run.config))
+                 **{**sampler_settings(run.config), **({} if args.eta is None else {"eta": args.eta})})
     stem = f"{sampler}-{grid}-{steps}-{seed}{'-raw' if args.raw else ''}"
     def save_npz(path: Path) -> None:
         with open(path, "wb") as f:  # a file object: numpy would add ".npz" to the temporary's name
@@ -279,7 +278,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
     import shlex
 
-    from .builders import check_sampling, grid_options, load_data, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sampler_settings
     from .data.gmm import GaussianMixture
     from .diagnostics.run import diagnose, summarize
     from .files import make_dir, write_text
@@ -306,8 +305,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     written = diagnose(run.denoiser, run.process, data, args.what, sampler=args.sampler or sc.sampler,
                        steps=steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
                        oracle=data if args.oracle else None, batch_size=args.batch_size,
-                       options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn,
-                                "clip": sample_clip(run.config)},
+                       options=sampler_settings(run.config),
                        grid_options=grid_options(run.config))
     write_text(out / "command.txt", shlex.join(["errprop", *sys.argv[1:]]) + "\n")
     for name, path in written.items():

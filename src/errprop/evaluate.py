@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip
+from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip, sampler_settings
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
 from .files import save_figure, write_json
@@ -180,8 +180,7 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
             x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=k,
                          grid=sc.grid, batch_size=batch_size, device=device, progress=progress,
                          grid_options=grid_options(run.config),
-                         eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn,
-                         clip=sample_clip(run.config))
+                         **sampler_settings(run.config))
             for m, scorer in scorers.items():
                 rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), **scorer(x)})
     out = Path(run.path) / "eval"
