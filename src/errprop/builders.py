@@ -114,7 +114,8 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
 
 def build_denoiser(cfg: Config, shape: tuple[int, ...], process: Process | None = None) -> Denoiser:
     process = build_process(cfg) if process is None else process
-    return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data)
+    return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data,
+                    cfg.model.round_timesteps)
 
 
 def sample_clip(cfg: Config):
@@ -224,7 +225,8 @@ def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
         from .diffusers_io import unet_from_config
 
         net = unet_from_config(meta["diffusers_unet_config"], cfg.model.class_label)
-        denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data)
+        denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data,
+                            cfg.model.round_timesteps)
     else:
         denoiser = build_denoiser(cfg, shape, process)
     prefix = "ema" if (cfg.sample.ema if ema is None else ema) else "model"

@@ -105,6 +105,9 @@ class ModelConfig:
     diffusers_path: str | None = _f(None)
     class_label: int | None = _f(None)  # diffusers class-conditional UNets: the class sampled
     parameterization: str = _f("eps", choices=("eps", "x0", "v", "edm"))
+    # condition on the nearest integer timestep (set when loading a diffusers DPMSolverMultistep /
+    # UniPC scheduler with Karras σ, as diffusers does; errprop's default is the exact fractional t)
+    round_timesteps: bool = _f(False)
     sigma_data: float = _f(0.5, gt=0)
     width: int = _f(256, min=1)  # mlp
     depth: int = _f(3, min=1)  # mlp
