@@ -221,3 +221,16 @@ def test_training_on_a_flat_image_folder_warns_that_evaluate_needs_test(tmp_path
                  "--set", "train.steps=1", "--set", "train.batch_size=4", "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 0
     assert "has no test/ sub-folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc_2",
+                                     "unipc_3"])
+def test_sample_with_each_new_sampler_and_help_lists_them(small_run, tmp_path, capsys, sampler):
+    argv = ["sample", str(small_run), "--sampler", sampler, "--steps", "6", "--n", "30", "--out",
+            str(tmp_path)]
+    assert main(argv) == 0
+    x = np.load(capsys.readouterr().out.strip().splitlines()[-1])["x"]
+    assert x.shape == (30, 2) and np.isfinite(x).all()
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert sampler in capsys.readouterr().out

@@ -431,13 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("sample", "draw samples from a trained run (an .npz and a picture)")
     s.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
-    s.add_argument("--sampler", choices=samplers, help="default: the run's sample.sampler")
+    s.add_argument("--sampler", choices=samplers,
+                   help="dpmpp_* are DPM-Solver++ (2M, 3M, 2M SDE), unipc_* UniPC (bh2) of order 2 or "
+                        "3; default: the run's sample.sampler")
     s.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
     s.add_argument("--seed", type=int, help="sample seed; default: the run's sample.seed")
     s.add_argument("--batch-size", type=_positive, help="default: the run's sample.batch_size")
     s.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
-    s.add_argument("--eta", type=float, help="DDIM η; default: the run's sample.eta")
+    s.add_argument("--eta", type=float, help="DDIM / Euler-ancestral η; default: the run's sample.eta "
+                                             "(unset: 0 for DDIM, 1 for Euler ancestral)")
     s.add_argument("--sigmas", metavar="FILE", help="sample on this grid (a `grid optimize` JSON or a list "
                                                     "of σ levels); sets --grid list and --steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
