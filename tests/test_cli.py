@@ -234,3 +234,16 @@ def test_sample_with_each_new_sampler_and_help_lists_them(small_run, tmp_path, c
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
     assert sampler in capsys.readouterr().out
+
+
+def test_diagnose_local_error_of_a_multistep_solver(small_run, capsys):
+    argv = ["diagnose", str(small_run), "--what", "local", "--sampler", "dpmpp_2m", "--steps", "6",
+            "--n", "20", "--oracle"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^local: model: summed local .*; oracle: summed local", out, re.M)
+    res = json.loads((small_run / "diagnostics" / "local.json").read_text())
+    assert len(res["model"]["learned"]) == 6 and max(res["oracle"]["learned"]) == 0
+    assert main(["diagnose", str(small_run), "--what", "local", "--sampler", "dpmpp_2m_sde", "--steps", "4",
+                 "--n", "10"]) == 2
+    assert "stochastic" in capsys.readouterr().err

@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = command("diagnose", "error propagation step by step (prints the headline numbers)")
     g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     g.add_argument("--what", default="modular,cumulative,gap",
-                   help="comma-separated: modular, cumulative, amplification, gap, budget")
+                   help="comma-separated: modular, cumulative, amplification, gap, budget, local "
+                        "(local error per step of a deterministic solver, on mixtures)")
     g.add_argument("--sampler", choices=tuple(SAMPLERS), help="default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     g.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")

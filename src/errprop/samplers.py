@@ -333,8 +333,11 @@ def sample(
     """
     step_fn = get_step(step) if isinstance(step, str) else step
     entry = _entry(step)
+    # a registered multistep solver, or a step wrapper that says it is one (the local-error
+    # diagnostic's, which runs the model's solver and the exact denoiser's side by side)
+    multistep = entry.multistep if entry is not None else getattr(step_fn, "multistep", False)
     n = len(sigmas) - 1
-    state: dict | None = {"steps": n} if entry is not None and entry.multistep else None
+    state: dict | None = {"steps": n} if multistep else None
     with contextlib.nullcontext() if grad else torch.no_grad():
         for i in range(n):
             sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
