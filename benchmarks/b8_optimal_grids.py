@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from errprop import config as config_mod
-from errprop.builders import load_data, load_run
+from errprop.builders import load_data, load_run, sampler_settings
 from errprop.files import read_cached, write_cached
 from errprop.grids import make_grid
 from errprop.optimal_grid import final_xent, optimize
@@ -65,8 +65,7 @@ def measure(run, mixture, sampler: str, steps: int, a, seed: int) -> dict:
         cost[f"opt-{obj}"] = {"network_evaluations": res["network_evaluations"],
                               "sampling_runs": res["sampling_runs"],
                               "seconds": round(time.perf_counter() - t0, 1)}
-    sc = run.config.sample
-    opts = {"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn, "clip": None}
+    opts = sampler_settings(run.config)  # any registered sampler (dpmpp_2m, unipc_2: NFE = steps)
     scores = {name: final_xent(run.denoiser, run.process, mixture, g, sampler, a.n, 1000 + seed, opts)
               for name, g in grids.items()}
     return {"scores": scores, "cost": cost, "grids": {k: g.tolist() for k, g in grids.items()}}

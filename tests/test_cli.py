@@ -231,3 +231,29 @@ def test_help_and_argument_errors_do_not_import_torch():
             "print('torch' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "unipc_2",
+                                     "unipc_3"])
+def test_sample_with_each_new_sampler_and_help_lists_them(small_run, tmp_path, capsys, sampler):
+    argv = ["sample", str(small_run), "--sampler", sampler, "--steps", "6", "--n", "30", "--out",
+            str(tmp_path)]
+    assert main(argv) == 0
+    x = np.load(capsys.readouterr().out.strip().splitlines()[-1])["x"]
+    assert x.shape == (30, 2) and np.isfinite(x).all()
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert sampler in capsys.readouterr().out
+
+
+def test_diagnose_local_error_of_a_multistep_solver(small_run, capsys):
+    argv = ["diagnose", str(small_run), "--what", "local", "--sampler", "dpmpp_2m", "--steps", "6",
+            "--n", "20", "--oracle"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^local: model: summed local .*; oracle: summed local", out, re.M)
+    res = json.loads((small_run / "diagnostics" / "local.json").read_text())
+    assert len(res["model"]["learned"]) == 6 and max(res["oracle"]["learned"]) == 0
+    assert main(["diagnose", str(small_run), "--what", "local", "--sampler", "dpmpp_2m_sde", "--steps", "4",
+                 "--n", "10"]) == 2
+    assert "stochastic" in capsys.readouterr().err

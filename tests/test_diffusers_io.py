@@ -1,22 +1,35 @@
 """diffusers models in errprop: small random UNet2DModels saved and loaded back (no download)."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import (
+    DDIMScheduler,
+    DDPMPipeline,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    UNet2DModel,
+    UniPCMultistepScheduler,
+)
 from safetensors.torch import load_file
 
 import errprop
 from errprop import checkpoint
-from errprop.builders import load_run, sample_clip
+from errprop.builders import grid_options, load_run, sample_clip, sampler_settings
 from errprop.cli import main
 from errprop.diffusers_io import load_diffusers
 from errprop.errors import ErrpropError
 from errprop.grids import make_grid
-from errprop.samplers import sample
+from errprop.samplers import sample, step_options
 
 ROOT = Path(__file__).parents[1]
 N = 10  # inference steps (divides T, as diffusers' step arithmetic assumes)
@@ -273,3 +286,93 @@ def test_grid_optimize_on_a_loaded_model(tmp_path, capsys):
     assert main(["grid", "optimize", model, "--data", "digits", "--objective", "modular", "--steps", "4",
                  "--out", str(out)]) == 2
     assert "needs a Gaussian-mixture run" in capsys.readouterr().err
+
+
+def _ours_as_configured(folder, x, draws=()):
+    """Sample a loaded folder from x̂ = ``x(process, σ_0)`` with the sampler, grid and options its
+    scheduler config maps to."""
+    run = load_diffusers(f"diffusers:{folder}")
+    sc = run.config.sample
+    sigmas = make_grid(sc.grid, run.process, N, **grid_options(run.config))
+    opts = step_options(sc.sampler, N, run.process, **sampler_settings(run.config))
+    with torch.no_grad():
+        return sample(run.denoiser, x(run.process, sigmas[0]), sigmas, FixedNoise(draws), sc.sampler, **opts)
+
+
+MULTISTEP = [  # scheduler, whether it draws noise at every step
+    (DPMSolverMultistepScheduler(use_karras_sigmas=True), False),
+    (DPMSolverMultistepScheduler(solver_order=3, prediction_type="v_prediction", timestep_spacing="leading",
+                                 steps_offset=1, thresholding=True, sample_max_value=1.2), False),
+    (DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", timestep_spacing="linspace"), True),
+    (UniPCMultistepScheduler(solver_order=3, use_karras_sigmas=True, prediction_type="v_prediction"), False),
+    (UniPCMultistepScheduler(timestep_spacing="trailing", disable_corrector=[2]), False),
+    (EulerAncestralDiscreteScheduler(timestep_spacing="trailing"), True),
+    (EulerDiscreteScheduler(timestep_spacing="leading", steps_offset=1), False),
+]
+
+
+@pytest.mark.parametrize("sched,noisy", MULTISTEP, ids=lambda v: type(v).__name__ if not isinstance(v, bool)
+                         else str(v))
+def test_solvers_of_a_loaded_model_equal_diffusers(tmp_path, sched, noisy):
+    """The folder's scheduler config alone picks errprop's sampler, grid and options (including
+    the rounded timesteps diffusers' multistep schedulers evaluate on Karras grids)."""
+    folder = _save(tmp_path / "m", sched)
+    sched.set_timesteps(N)
+    z = 2 * torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    x = z * sched.init_noise_sigma
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = _unet()(sched.scale_model_input(x, t), t).sample
+            x = sched.step(out, t, x, **({"generator": g} if noisy else {})).prev_sample
+    g2 = torch.Generator().manual_seed(2)
+    draws = [torch.randn(6, 1, 8, 8, generator=g2) for _ in range(N)] if noisy else []
+    # diffusers' DPM/UniPC start from x_t (init_noise_sigma 1), the Euler family from x̂ already
+    start = z * sched.init_noise_sigma
+    scaled = isinstance(sched, DPMSolverMultistepScheduler | UniPCMultistepScheduler)
+    ours = _ours_as_configured(folder, lambda p, s0: start / p.scale(s0).float() if scaled else start, draws)
+    assert _rel(ours, x) < 1e-4
+
+
+@pytest.mark.parametrize("sched,expected", [
+    (DDPMScheduler(variance_type="fixed_large"),
+     {"sampler": "ddpm", "variance": "large", "clip_sample": True}),
+    (DDIMScheduler(clip_sample=False), {"sampler": "ddim", "clip_sample": False, "spacing": "leading"}),
+    (DPMSolverMultistepScheduler(), {"sampler": "dpmpp_2m", "grid": "uniform", "clip_sample": False,
+                                     "spacing": "linspace_multistep", "lower_order_final": True}),
+    (DPMSolverMultistepScheduler(solver_order=3, use_karras_sigmas=True, lower_order_final=False),
+     {"sampler": "dpmpp_3m", "grid": "edm", "rho": 7.0, "lower_order_final": False}),
+    (DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"), {"sampler": "dpmpp_2m_sde"}),
+    (DPMSolverMultistepScheduler(solver_order=1), {"sampler": "ddim"}),
+    (UniPCMultistepScheduler(disable_corrector=[0, 3]), {"sampler": "unipc_2", "disable_corrector": [0, 3]}),
+    (UniPCMultistepScheduler(solver_order=3, use_exponential_sigmas=True),
+     {"sampler": "unipc_3", "grid": "exponential"}),
+    (EulerDiscreteScheduler(), {"sampler": "euler", "spacing": "linspace", "clip_sample": False}),
+    (EulerAncestralDiscreteScheduler(timestep_spacing="trailing"),
+     {"sampler": "euler_ancestral", "spacing": "trailing"}),
+    (HeunDiscreteScheduler(use_karras_sigmas=True), {"sampler": "heun", "grid": "edm"}),
+], ids=lambda v: type(v).__name__ if not isinstance(v, dict) else v["sampler"])
+def test_every_scheduler_class_maps_to_its_sampler(tmp_path, sched, expected):
+    run = load_diffusers(f"diffusers:{_save(tmp_path / 'm', sched)}")
+    got = dataclasses.asdict(run.config.sample)
+    assert {k: got[k] for k in expected} == expected
+    karras_multistep = getattr(sched.config, "use_karras_sigmas", False) and type(sched).__name__ in (
+        "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+    assert run.config.model.round_timesteps == karras_multistep
+
+
+@pytest.mark.parametrize("sched,message", [
+    (DPMSolverSinglestepScheduler(), "scheduler class 'DPMSolverSinglestepScheduler' is not supported"),
+    (LMSDiscreteScheduler(), "scheduler class 'LMSDiscreteScheduler' is not supported"),
+    (DPMSolverMultistepScheduler(algorithm_type="dpmsolver", final_sigmas_type="sigma_min"),
+     "algorithm_type 'dpmsolver' (noise"),
+    (DPMSolverMultistepScheduler(solver_type="heun"), "solver_type='heun' is not supported"),
+    (DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=3), "solver_order 3"),
+    (UniPCMultistepScheduler(solver_type="bh1"), "solver_type='bh1'"),
+    (DPMSolverMultistepScheduler(use_lu_lambdas=True), "use_lu_lambdas=True"),
+], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
+def test_unsupported_schedulers_are_one_line_errors(tmp_path, capsys, sched, message):
+    folder = _save(tmp_path / "m", sched)
+    assert main(["sample", f"diffusers:{folder}", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

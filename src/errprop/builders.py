@@ -114,7 +114,8 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
 
 def build_denoiser(cfg: Config, shape: tuple[int, ...], process: Process | None = None) -> Denoiser:
     process = build_process(cfg) if process is None else process
-    return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data)
+    return Denoiser(build_net(cfg, shape), cfg.model.parameterization, process, cfg.model.sigma_data,
+                    cfg.model.round_timesteps)
 
 
 def sample_clip(cfg: Config):
@@ -134,6 +135,14 @@ def sample_clip(cfg: Config):
     if on is None:
         on = cfg.data.name not in MIXTURES
     return cfg.sample.clip_sample_range if on else None
+
+
+def sampler_settings(cfg: Config) -> dict:
+    """The user-level sampler settings of a config's ``sample`` section, for
+    :func:`errprop.samplers.step_options` (each sampler takes the ones it uses)."""
+    sc = cfg.sample
+    return {"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn, "clip": sample_clip(cfg),
+            "lower_order_final": sc.lower_order_final, "disable_corrector": tuple(sc.disable_corrector)}
 
 
 def grid_options(cfg: Config) -> dict:
@@ -216,7 +225,8 @@ def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
         from .diffusers_io import unet_from_config
 
         net = unet_from_config(meta["diffusers_unet_config"], cfg.model.class_label)
-        denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data)
+        denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data,
+                            cfg.model.round_timesteps)
     else:
         denoiser = build_denoiser(cfg, shape, process)
     prefix = "ema" if (cfg.sample.ema if ema is None else ema) else "model"

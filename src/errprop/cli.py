@@ -217,7 +217,7 @@ def _step(text: str) -> int:
 
 # ------------------------------------------------------------------------------------------ sample
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .builders import check_sampling, grid_options, load_data, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sampler_settings
     from .data.gmm import GaussianMixture
     from .files import make_dir, write_result
     from .generate import generate
@@ -241,8 +241,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
                  grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True, device=device,
                  grid_options=grid_options(run.config),
-                 eta=sc.eta if args.eta is None else args.eta, variance=sc.variance, s_churn=sc.s_churn,
-                 clip=sample_clip(run.config))
+                 **{**sampler_settings(run.config), **({} if args.eta is None else {"eta": args.eta})})
     stem = f"{sampler}-{grid}-{steps}-{seed}{'-raw' if args.raw else ''}"
     def save_npz(path: Path) -> None:
         import numpy as np
@@ -314,7 +313,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
     import shlex
 
-    from .builders import check_sampling, grid_options, load_data, sample_clip
+    from .builders import check_sampling, grid_options, load_data, sampler_settings
     from .data.gmm import GaussianMixture
     from .diagnostics.run import diagnose, summarize
     from .files import make_dir, write_text
@@ -354,8 +353,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     written = diagnose(run.denoiser, run.process, data, what, sampler=args.sampler or sc.sampler,
                        steps=steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
                        oracle=oracle, heldout=heldout, batch_size=args.batch_size,
-                       options={"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn,
-                                "clip": sample_clip(run.config)},
+                       options=sampler_settings(run.config),
                        grid_options=grid_options(run.config), command=command)
     write_text(out / "command.txt", command + "\n")
     for name, path in written.items():
@@ -487,13 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("sample", "draw samples from a trained run (an .npz and a picture)")
     s.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     s.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
-                   help="%(choices)s; default: the run's sample.sampler")
+                   help="%(choices)s (dpmpp_* are DPM-Solver++ 2M, 3M, 2M SDE; unipc_* UniPC bh2 of "
+                        "order 2 or 3); default: the run's sample.sampler")
     s.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
     s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
     s.add_argument("--seed", type=int, help="sample seed; default: the run's sample.seed")
     s.add_argument("--batch-size", type=_positive, help="default: the run's sample.batch_size")
     s.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
-    s.add_argument("--eta", type=float, help="DDIM η; default: the run's sample.eta")
+    s.add_argument("--eta", type=float, help="DDIM / Euler-ancestral η; default: the run's sample.eta "
+                                             "(unset: 0 for DDIM, 1 for Euler ancestral)")
     s.add_argument("--sigmas", metavar="FILE", help="sample on this grid (a `grid optimize` JSON or a list "
                                                     "of σ levels); sets --grid list and --steps")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -531,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = command("diagnose", "error propagation step by step (prints the headline numbers)")
     g.add_argument("run", help="run folder, checkpoint, or diffusers:PATH (a diffusers model folder)")
     g.add_argument("--what", help="comma-separated: modular, cumulative, amplification, gap, budget, "
-                                  "learned (default: modular,cumulative,gap, and learned with --oracle)")
+                                  "learned, local (default: modular,cumulative,gap, and learned with "
+                                  "--oracle; local: the local error per step of a deterministic solver, "
+                                  "on mixtures)")
     g.add_argument("--sampler", choices=_SamplerNames(with_data=True), metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")

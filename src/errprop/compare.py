@@ -25,6 +25,7 @@ from .errors import ErrpropError
 from .evaluate import LABELS, plot_metric_vs_steps, read_results
 from .files import write_json
 from .report import Report
+from .samplers import nfe
 from .train import read_metrics
 
 
@@ -134,7 +135,7 @@ def compare(runs: list[Path], out: Path) -> Path:
                  if s["name"] in have and have[s["name"]].get("train_step", s["steps"]) != s["steps"]]
         if stale:
             notes.append(f"{metric}: scored at another checkpoint than the run's last: {', '.join(stale)}.")
-        rep.heading(f"{LABELS.get(metric, metric)} against sampling steps")
+        rep.heading(f"{LABELS.get(metric, metric)} against cost (network evaluations)")
         rep.text("Shown per run: " + "; ".join(f"{n}: `eval/{r['file']}` (n = {r['n']}, seed "
                                                f"{r.get('seed')}, train step {r.get('train_step')})"
                                                for n, r in have.items())
@@ -149,11 +150,11 @@ def compare(runs: list[Path], out: Path) -> Path:
                            None)
                 mark = " *" if row is not None and row.get("below_floor") else ""
                 cells.append("–" if row is None else f"{row['value']:.4g}{mark}")
-            table.append([sampler, k, *cells])
-        rep.table(["sampler", "steps", *have], table)
+            table.append([sampler, k, nfe(sampler, k), *cells])
+        rep.table(["sampler", "steps", "NFE", *have], table)
         rep.table(["run", "floor", "floor n"], [[n, r["floor"], r["floor_n"]] for n, r in have.items()])
         plot_metric_vs_steps(have, out / f"{metric}.png")
-        rep.image(f"{metric}.png", f"{metric} vs steps")
+        rep.image(f"{metric}.png", f"{metric} vs NFE")
     diags = sorted({d for s in summaries for d in s["diagnostics"]})
     if diags:
         from .diagnostics.plots import plot_steps

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ErrpropError
+from .grids import SPACINGS
 from .samplers import NAMES as SAMPLER_NAMES
 
 
@@ -104,6 +105,9 @@ class ModelConfig:
     diffusers_path: str | None = _f(None)
     class_label: int | None = _f(None)  # diffusers class-conditional UNets: the class sampled
     parameterization: str = _f("eps", choices=("eps", "x0", "v", "edm"))
+    # condition on the nearest integer timestep (set when loading a diffusers DPMSolverMultistep /
+    # UniPC scheduler with Karras σ, as diffusers does; errprop's default is the exact fractional t)
+    round_timesteps: bool = _f(False)
     sigma_data: float = _f(0.5, gt=0)
     width: int = _f(256, min=1)  # mlp
     depth: int = _f(3, min=1)  # mlp
@@ -187,13 +191,17 @@ class SampleConfig:
     sampler: str = _f("ddim", choices=SAMPLER_NAMES)
     steps: int = _f(50, min=1)
     grid: str = _f("uniform", choices=("uniform", "quadratic", "edm", "exponential", "list"))
-    spacing: str = _f("trailing", choices=("trailing", "leading", "linspace"))
+    spacing: str = _f("trailing", choices=SPACINGS)
     steps_offset: int = _f(0, min=0)  # diffusers' steps_offset (added to 'leading' timesteps)
     rho: float = _f(7.0, gt=0)
     sigmas: list[float] | None = _f(None)  # grid 'list'
-    eta: float = _f(0.0, min=0)  # ddim
+    eta: float | None = _f(None, min=0)  # ddim, euler_ancestral; null: theirs (0 and 1)
     variance: str = _f("small", choices=("small", "large"))  # ddpm
     s_churn: float = _f(0.0, min=0)  # euler / heun
+    # dpmpp_* / unipc_*: lower the final steps' orders (diffusers' lower_order_final; DPM-Solver++
+    # does so only on grids of < 15 steps) and the steps whose UniPC prediction is not corrected
+    lower_order_final: bool = _f(True)
+    disable_corrector: list[int] = _f([])
     # diffusers' clip_sample: clamp x̂0 to ±clip_sample_range inside DDIM/DDPM steps.
     # null (auto): on for image data (which lies in [−1, 1]), off for mixtures.
     clip_sample: bool | None = _f(None)

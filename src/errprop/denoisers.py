@@ -47,10 +47,14 @@ class Denoiser(nn.Module):
         parameterization: one of ``eps``, ``x0``, ``v``, ``edm``.
         process: the forward process (gives c_in and c_noise for eps/x0/v).
         sigma_data: σ_d of the EDM preconditioning.
+        round_timesteps: condition the network on the nearest integer timestep index (eps/x0/v on
+            a discrete process): diffusers' DPMSolverMultistep and UniPC schedulers do so on Karras
+            grids, whose σ fall between the trained timesteps, while their update uses σ itself.
     """
 
     def __init__(
-        self, net: nn.Module, parameterization: str, process: Process, sigma_data: float = 0.5
+        self, net: nn.Module, parameterization: str, process: Process, sigma_data: float = 0.5,
+        round_timesteps: bool = False,
     ) -> None:
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
@@ -59,17 +63,21 @@ class Denoiser(nn.Module):
             )
         self.net, self.parameterization, self.process = net, parameterization, process
         self.sigma_data = sigma_data
+        self.round_timesteps = round_timesteps
 
     def coefficients(self, sigma: torch.Tensor):
         """(c_skip, c_out, c_in, c_noise) for a (batch,) tensor of σ."""
         p, one = self.parameterization, torch.ones_like(sigma)
+        if p != "edm":
+            c_noise = self.process.c_noise(sigma)
+            c_noise = c_noise.round() if self.round_timesteps else c_noise
         if p == "eps":
-            return one, -sigma, self.process.scale(sigma), self.process.c_noise(sigma)
+            return one, -sigma, self.process.scale(sigma), c_noise
         if p == "x0":
-            return 0 * one, one, self.process.scale(sigma), self.process.c_noise(sigma)
+            return 0 * one, one, self.process.scale(sigma), c_noise
         if p == "v":
             r = (1 + sigma**2).rsqrt()
-            return r**2, -sigma * r, r, self.process.c_noise(sigma)
+            return r**2, -sigma * r, r, c_noise
         sd2 = self.sigma_data**2
         r = (sigma**2 + sd2).rsqrt()
         return sd2 * r**2, sigma * self.sigma_data * r, r, sigma.log() / 4

@@ -21,14 +21,27 @@ betas (any ``beta_schedule``, ``process.schedule``: the named schedule when errp
 ``thresholding`` & co.       ``sample.thresholding``, ``dynamic_thresholding_ratio``,
                              ``sample_max_value``
 ``variance_type`` (DDPM)     ``sample.variance``: fixed_small → small, fixed_large → large
-scheduler class              ``sample.sampler``: DDIMScheduler → ddim (η = 0), else ddpm
+scheduler class and its      ``sample.sampler`` and its options (:data:`SCHEDULERS`): DDPM → ddpm,
+solver settings              DDIM → ddim (η = 0), DPMSolverMultistep → dpmpp_2m / dpmpp_3m /
+                             dpmpp_2m_sde (``solver_order``, ``algorithm_type``), UniPCMultistep →
+                             unipc_2 / unipc_3, EulerDiscrete → euler, EulerAncestralDiscrete →
+                             euler_ancestral, HeunDiscrete → heun; ``lower_order_final``,
+                             ``disable_corrector``
+``use_karras_sigmas``,       ``sample.grid``: edm (ρ = 7 over the process's σ range), exponential;
+``use_exponential_sigmas``   else uniform (the multistep schedulers' own leading/linspace
+                             spacings: ``leading_multistep``, ``linspace_multistep``)
 ===========================  ==================================================================
 
-Not reproduced: DDIM's ``set_alpha_to_one = False`` stops diffusers' last step at ᾱ_0 (σ ≈ 0.01
-for linear β) and returns that slightly noisy x; errprop's grids always end at σ = 0 (a warning
-says so). Learned variances, zero-terminal-SNR rescaling, Fourier (VE) time embeddings and
-text-conditioned ``UNet2DConditionModel`` are refused with a one-line error. Class-conditional
-UNets sample one class, ``model.class_label``.
+Not reproduced: DDIM's ``set_alpha_to_one = False`` and the multistep schedulers'
+``final_sigmas_type = "sigma_min"`` stop diffusers' last step at ᾱ_0 (σ ≈ 0.01 for linear β) and
+return that slightly noisy x; errprop's grids always end at σ = 0 (a warning says so). diffusers'
+EulerDiscrete/EulerAncestral ``linspace`` spacing uses fractional timesteps (errprop rounds them)
+and their Karras grids span the σ of the spaced timesteps (which depend on the step count;
+errprop's span the process's σ range); HeunDiscrete's last step differs (EDM's Euler step into
+σ = 0). Other scheduler classes
+(DPMSolverSinglestep, LMS, KDPM2, DEIS, PNDM, …), learned variances, zero-terminal-SNR rescaling,
+Fourier (VE) time embeddings and text-conditioned ``UNet2DConditionModel`` are refused with a
+one-line error. Class-conditional UNets sample one class, ``model.class_label``.
 
 :func:`export_diffusers` writes a run whose network is a diffusers UNet (``train --init
 diffusers:PATH``) back as a pipeline folder that ``UNet2DModel.from_pretrained`` and the scheduler
@@ -106,18 +119,84 @@ def locate(path: object) -> tuple[Path, Path]:
     return unet, sched
 
 
+#: diffusers scheduler classes errprop samples as they do → errprop's sampler (the multistep ones
+#: refine it from the config, :func:`_sampler`).
+SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpmpp",
+              "UniPCMultistepScheduler": "unipc", "EulerDiscreteScheduler": "euler",
+              "EulerAncestralDiscreteScheduler": "euler_ancestral", "HeunDiscreteScheduler": "heun"}
+_MULTISTEP = ("dpmpp", "unipc")
+
+
 def _scheduler(sched_file: Path):
     """The scheduler config with diffusers' defaults filled in, its class name and its betas."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    import diffusers
 
     raw = _read_json(sched_file, "scheduler config")
     cls = raw.get("_class_name", "DDPMScheduler")
-    known = {"DDPMScheduler": DDPMScheduler, "DDIMScheduler": DDIMScheduler}
+    if cls not in SCHEDULERS:
+        raise ErrpropError(f"diffusers: scheduler class {cls!r} is not supported; errprop samples with "
+                           f"{', '.join(SCHEDULERS)} (save one of those beside the model)")
     try:
-        sched = known.get(cls, DDPMScheduler).from_config(raw)
+        sched = getattr(diffusers, cls).from_config(raw)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise ErrpropError(f"diffusers: scheduler config {sched_file}: {e}") from None
     return dict(sched.config), cls, sched.betas.double()
+
+
+def _refuse(sc: dict, cls: str, keys: dict) -> None:
+    """A one-line error for the first setting in ``keys`` ({name: errprop's only value}) that differs."""
+    for key, ours in keys.items():
+        if key in sc and sc[key] != ours and not (ours is None and sc[key] in (False, None)):
+            raise ErrpropError(f"diffusers: {cls} with {key}={sc[key]!r} is not supported "
+                               f"(errprop reproduces {key}={ours!r})")
+
+
+def _sampler(sc: dict, cls: str) -> tuple[dict, bool]:
+    """The ``sample`` fields of a scheduler's solver settings, and whether the network is
+    conditioned on rounded timesteps (diffusers' multistep schedulers on Karras grids)."""
+    kind = SCHEDULERS[cls]
+    fields: dict = {"sampler": kind, "grid": "uniform"}
+    _refuse(sc, cls, {"use_lu_lambdas": False, "use_beta_sigmas": False, "use_flow_sigmas": False,
+                      "timestep_type": "discrete"})
+    if kind == "dpmpp":
+        algo, order = sc.get("algorithm_type", "dpmsolver++"), int(sc.get("solver_order", 2))
+        if algo not in ("dpmsolver++", "sde-dpmsolver++"):
+            raise ErrpropError(f"diffusers: DPMSolverMultistepScheduler with algorithm_type {algo!r} (noise "
+                               "prediction) is not supported; errprop has DPM-Solver++ (dpmsolver++, "
+                               "sde-dpmsolver++)")
+        _refuse(sc, cls, {"solver_type": "midpoint", "euler_at_final": False, "variance_type": None,
+                          "lambda_min_clipped": -float("inf")})
+        names = ({1: "ddim", 2: "dpmpp_2m", 3: "dpmpp_3m"} if algo == "dpmsolver++"
+                 else {1: "ddpm", 2: "dpmpp_2m_sde"})  # first order: DDIM and DDPM ancestral exactly
+        if order not in names:
+            raise ErrpropError(f"diffusers: DPMSolverMultistepScheduler with algorithm_type {algo!r} and "
+                               f"solver_order {order} is not supported; errprop has orders {sorted(names)}")
+        fields["sampler"] = names[order]
+    elif kind == "unipc":
+        order = int(sc.get("solver_order", 2))
+        _refuse(sc, cls, {"solver_type": "bh2", "predict_x0": True, "solver_p": None})
+        if order not in (2, 3):
+            raise ErrpropError(f"diffusers: UniPCMultistepScheduler with solver_order {order} is not "
+                               "supported; errprop has unipc_2 and unipc_3")
+        fields["sampler"] = f"unipc_{order}"
+        fields["disable_corrector"] = [int(i) for i in sc.get("disable_corrector") or []]
+    if kind in _MULTISTEP:
+        fields["lower_order_final"] = bool(sc.get("lower_order_final", True))
+    if sc.get("final_sigmas_type", "zero") != "zero":
+        print(f"warning: diffusers {cls} with final_sigmas_type={sc['final_sigmas_type']!r} stops at "
+              "σ(t = 0) (a slightly noisy sample); errprop's grids end at σ = 0", file=sys.stderr)
+    if sc.get("use_karras_sigmas"):
+        fields.update(grid="edm", rho=7.0)
+    elif sc.get("use_exponential_sigmas"):
+        fields["grid"] = "exponential"
+    spacing = sc.get("timestep_spacing", "leading")
+    if spacing not in ("leading", "trailing", "linspace"):
+        raise ErrpropError(f"diffusers: timestep_spacing {spacing!r} is not supported")
+    fields["spacing"] = f"{spacing}_multistep" if kind in _MULTISTEP and spacing != "trailing" else spacing
+    # diffusers rounds the Karras timesteps of these two (not on the cosine schedule) but not Euler's
+    rounded = (kind in _MULTISTEP and bool(sc.get("use_karras_sigmas"))
+               and sc.get("beta_schedule") != "squaredcos_cap_v2")
+    return fields, rounded
 
 
 def _process_fields(sc: dict, betas: torch.Tensor) -> dict:
@@ -148,12 +227,11 @@ def config_from_diffusers(path: object, class_label: int | None = None) -> dict:
     if pred not in PREDICTION:
         raise ErrpropError(f"diffusers: prediction_type {pred!r} is not supported; errprop handles "
                            f"{', '.join(PREDICTION)}")
-    variance = sc.get("variance_type", "fixed_small")
+    variance = sc.get("variance_type") or "fixed_small"  # (DDPM's; the others have none or None)
     if variance not in VARIANCE:
         raise ErrpropError(f"diffusers: variance_type {variance!r} (a learned variance) is not supported; "
                            f"errprop handles {', '.join(VARIANCE)}")
-    if sc.get("timestep_spacing", "leading") not in ("leading", "trailing", "linspace"):
-        raise ErrpropError(f"diffusers: timestep_spacing {sc['timestep_spacing']!r} is not supported")
+    fields, rounded = _sampler(sc, cls)
     if cls == "DDIMScheduler" and not sc.get("set_alpha_to_one", True):
         print("warning: diffusers DDIM with set_alpha_to_one=False stops at ᾱ_0 (a slightly noisy "
               "sample); errprop's grids end at σ = 0", file=sys.stderr)
@@ -165,11 +243,10 @@ def config_from_diffusers(path: object, class_label: int | None = None) -> dict:
     return {
         "process": _process_fields(sc, betas),
         "model": {"net": "diffusers", "diffusers_path": str(unet.resolve()), "class_label": class_label,
-                  "parameterization": PREDICTION[pred]},
-        "sample": {"sampler": "ddim" if cls == "DDIMScheduler" else "ddpm", "grid": "uniform",
-                   "spacing": sc.get("timestep_spacing", "leading"),
-                   "steps_offset": int(sc.get("steps_offset", 0)),
-                   "clip_sample": bool(sc.get("clip_sample", True)),
+                  "parameterization": PREDICTION[pred], "round_timesteps": rounded},
+        "sample": {**fields, "steps_offset": int(sc.get("steps_offset", 0)),
+                   # only DDPM and DDIM have clip_sample (on by default); the others never clip
+                   "clip_sample": bool(sc.get("clip_sample", False)),
                    "clip_sample_range": float(sc.get("clip_sample_range", 1.0)),
                    "thresholding": bool(sc.get("thresholding", False)),
                    "dynamic_thresholding_ratio": float(sc.get("dynamic_thresholding_ratio", 0.995)),
@@ -238,7 +315,8 @@ def load_diffusers(path: object, device: str | torch.device = "cpu", class_label
     cfg = from_dict({**raw, "train": {"steps": 1}})
     process = build_process(cfg)
     net = build_unet(cfg.model.diffusers_path, class_label)
-    denoiser = Denoiser(net, cfg.model.parameterization, process).to(device).eval()
+    denoiser = Denoiser(net, cfg.model.parameterization, process,
+                        round_timesteps=cfg.model.round_timesteps).to(device).eval()
     return Run(_strip(path), cfg, process, denoiser, 1, shape, source="diffusers")
 
 

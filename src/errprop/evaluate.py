@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip
+from .builders import MIXTURES, Run, check_sampling, grid_options, load_data, sample_clip, sampler_settings
 from .data.gmm import GaussianMixture
 from .errors import ErrpropError
 from .files import write_json
@@ -181,8 +181,7 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
             x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=k,
                          grid=sc.grid, batch_size=batch_size, device=device, progress=progress,
                          grid_options=grid_options(run.config),
-                         eta=sc.eta, variance=sc.variance, s_churn=sc.s_churn,
-                         clip=sample_clip(run.config))
+                         **sampler_settings(run.config))
             for m, scorer in scorers.items():
                 rows[m].append({"sampler": sampler, "steps": k, "nfe": nfe(sampler, k), **scorer(x)})
     out = Path(run.path) / "eval"
@@ -228,13 +227,14 @@ def row(result: dict, sampler: str, steps: int) -> dict:
 
 
 def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
-    """One line per (run, sampler): metric against steps, with each run's floor dashed."""
+    """One line per (run, sampler): metric against cost — network evaluations (NFE), not steps, so
+    that samplers of different cost per step (Heun: 2) compare fairly — with each run's floor."""
     from .plots import plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, res) in enumerate(results.items()):
         for j, sampler in enumerate(dict.fromkeys(r["sampler"] for r in res["results"])):
-            pts = [(r["steps"], r["value"]) for r in res["results"] if r["sampler"] == sampler]
+            pts = [(r.get("nfe", r["steps"]), r["value"]) for r in res["results"] if r["sampler"] == sampler]
             ax.plot(*zip(*pts), marker="o", color=f"C{i}", ls=("-", "--", ":", "-.")[j % 4],
                     label=f"{name} {sampler}")
         ax.axhline(res["floor"], color=f"C{i}", lw=0.8, alpha=0.5)
@@ -243,7 +243,7 @@ def plot_metric_vs_steps(results: dict[str, dict], path: Path) -> Path:
     if values and min(values) > 0 and max(values) / min(values) > 100:
         ax.set_yscale("log")
     ax.set_xscale("log")
-    ax.set_xlabel("sampling steps")
+    ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title("thin lines: floor (data vs data at the same n)", fontsize=9)
     ax.legend(fontsize=7)
@@ -258,10 +258,10 @@ def format_table(result: dict) -> str:
     extra = ("median", "trimmed", "outliers") if m == "xent" else ()
     lines = [f"{LABELS.get(m, m)} (n = {result['n']}, seed {result['seed']}, train step "
              f"{result['train_step']}; {floor})",
-             f"{'sampler':8} {'steps':>6} {'NFE':>5} {'value':>12}" + "".join(f" {e:>10}" for e in extra)]
+             f"{'sampler':15} {'steps':>6} {'NFE':>5} {'value':>12}" + "".join(f" {e:>10}" for e in extra)]
     for r in result["results"]:
         mark = " *" if r.get("below_floor") else ""
-        lines.append(f"{r['sampler']:8} {r['steps']:6d} {r['nfe']:5d} {r['value']:12.5g}"
+        lines.append(f"{r['sampler']:15} {r['steps']:6d} {r['nfe']:5d} {r['value']:12.5g}"
                      + "".join(f" {r[e]:10.4g}" for e in extra) + mark)
     if m == "xent":
         lines.append("median/trimmed: robust companions of the mean (a few far-off samples dominate "

@@ -16,7 +16,7 @@ from .errors import ErrpropError
 from .process import Process, VPProcess
 
 GRIDS = ("uniform", "quadratic", "edm", "exponential", "list")
-SPACINGS = ("trailing", "leading", "linspace")
+SPACINGS = ("trailing", "leading", "linspace", "leading_multistep", "linspace_multistep")
 
 
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,10 @@ def uniform_t(process: Process, n: int, spacing: str = "trailing", steps_offset:
 
     On a discrete VP process the spacings are diffusers' ``timestep_spacing``: ``trailing``
     (starts at t = T−1, the default: it covers the whole trained range), ``leading`` (DDIM's
-    original ``range(0, T, T // n)``, which never reaches T−1) and ``linspace``.
+    original ``range(0, T, T // n)``, which never reaches T−1) and ``linspace``. diffusers' multistep
+    schedulers (``DPMSolverMultistep``, ``UniPCMultistep``) space ``leading`` and ``linspace``
+    differently — n + 1 points with the one at t = 0 dropped — which are ``leading_multistep``
+    (``range(0, T, T // (n+1))`` without 0) and ``linspace_multistep``; their ``trailing`` is ours.
     On a VE process t is continuous and the three coincide. ``steps_offset`` is diffusers' (added to
     the ``leading`` timesteps only, as its schedulers do).
     """
@@ -46,6 +49,13 @@ def uniform_t(process: Process, n: int, spacing: str = "trailing", steps_offset:
                                    f"timesteps at {int(ts[0])}, past T − 1 = {T - 1}")
         elif spacing == "linspace":
             ts = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
+        elif spacing == "leading_multistep":
+            ts = (torch.arange(1, n + 1, dtype=torch.float64) * (T // (n + 1))).flip(0) + steps_offset
+            if ts[0] > T - 1:
+                raise ErrpropError(f"sample.steps_offset {steps_offset} puts the first of {n} leading "
+                                   f"timesteps at {int(ts[0])}, past T − 1 = {T - 1}")
+        elif spacing == "linspace_multistep":
+            ts = torch.linspace(0, T - 1, n + 1, dtype=torch.float64).round()[1:].flip(0)
         else:
             raise ErrpropError(f"sample.spacing: unknown {spacing!r}; choose one of {SPACINGS}")
         return _with_zero(process.sigmas[ts.long()])

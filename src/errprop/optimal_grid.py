@@ -275,7 +275,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     family, the cost (network evaluations of the objective; sampling runs for ``xent``) and, with
     ``oracle`` on a mixture, the exact final excess cross-entropy of every grid.
     """
-    from .builders import load_data, sample_clip
+    from .builders import load_data, sampler_settings
     from .samplers import get_sampler, step_options
 
     if objective not in OBJECTIVES:
@@ -286,8 +286,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
         if mixture is None:
             raise ErrpropError(f"grid optimize: {'--oracle' if oracle else f'objective {objective}'} needs a "
                                "Gaussian-mixture run (exact density); on images use --objective klub")
-    sc = run.config.sample
-    user = {"eta": sc.eta, "variance": sc.variance, "s_churn": sc.s_churn, "clip": sample_clip(run.config)}
+    user = sampler_settings(run.config)
     opts = step_options(sampler, steps, run.process, **user)
     entry = get_sampler(sampler)
     if objective == "modular" and not (entry.gaussian and entry.stochastic(opts)):

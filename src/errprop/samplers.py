@@ -9,9 +9,14 @@ DDPM/DDIM updates of a VP model and the probability-flow ODE of EDM are written 
 - DDPM ancestral (Ho et al. 2020): the mean of q(x̂' | x̂, x0 = D) — the Brownian bridge
   ``D + (σ'²/σ²)(x̂ − D)`` — with variance β̃ (``small``, = DDIM η = 1) or β (``large``).
 - Euler and Heun (EDM, Karras et al. 2022, Alg. 2) with optional churn γ.
+- Euler ancestral (k-diffusion's ``sample_euler_ancestral``, diffusers' ``EulerAncestralDiscrete``):
+  ``x̂' = x̂ + (σ_down − σ)(x̂ − D)/σ + σ_up z`` with DDIM's σ_up, σ_down — the same update as DDIM η.
+- Multistep DPM-Solver++ (2M, 3M, 2M SDE) and UniPC (bh2, orders 2 and 3): :mod:`errprop.multistep`.
 
 A step is ``step(denoiser, x, sigma, sigma_next, noise, **options) -> (x_next, denoised)``; the
 noise for stochastic steps comes from the caller's per-sample streams (:class:`errprop.noise.Noise`).
+A multistep step (registry entry ``multistep``) also takes ``state``, a dict the loop owns for one
+run over a grid: the loop sets ``state["i"]`` and ``state["steps"]``, the step keeps its history in it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -144,6 +150,19 @@ def heun_step(denoiser: Denoise, x, sigma, sigma_next, noise: Noise, gamma: floa
     return x_next, denoised
 
 
+def euler_ancestral_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise,
+                         eta: float = 1.0):
+    """Euler ancestral with stochasticity η (k-diffusion): ``σ_up = min(σ', η σ' √(σ² − σ'²)/σ)``,
+    ``σ_down = √(σ'² − σ_up²)``, ``x̂' = x̂ + (σ_down − σ) d + σ_up z`` with ``d = (x̂ − D)/σ``.
+
+    Since ``x̂ + (σ_down − σ) d = D + σ_down (x̂ − D)/σ`` this *is* DDIM with η (σ_up ≤ σ' for
+    η ≤ 1), so it runs DDIM's update, unclipped; η = 1 is diffusers' ``EulerAncestralDiscrete``.
+    """
+    if not 0 <= eta <= 1:
+        raise ErrpropError(f"sampler euler_ancestral: eta must be in [0, 1], got {eta}")
+    return ddim_step(denoiser, x, sigma, sigma_next, noise, eta=eta)
+
+
 def churn_gamma(s_churn: float, n_steps: int) -> float:
     """EDM's per-step churn γ = min(S_churn / N, √2 − 1)."""
     return min(s_churn / n_steps, math.sqrt(2) - 1)
@@ -154,28 +173,46 @@ class Sampler:
     """One sampler as the rest of errprop needs to know it; adding a sampler is one entry of
     :data:`SAMPLERS`.
 
-    ``options(steps, process, eta=, variance=, s_churn=, clip=)`` turns user-level settings (a
-    config's ``sample`` section) into the step function's keyword options; ``stochastic(options)``
+    ``options(steps, process, eta=, variance=, s_churn=, clip=, lower_order_final=, ...)`` turns
+    user-level settings (a config's ``sample`` section, :func:`errprop.builders.sampler_settings`)
+    into the step function's keyword options; ``stochastic(options)``
     says whether a step with those options injects noise; ``gaussian``: a stochastic step is
-    Gaussian in its noise (so the modular KL exists); ``needs_data``: the step needs a table
+    Gaussian in its noise given x̂ alone (so the modular KL exists; not a multistep SDE step, whose
+    law depends on the history too); ``needs_data``: the step needs a table
     estimated from data (Analytic-DPM's Γ), so only the diagnostics can run it.
     """
 
     step: Callable
     options: Callable[..., dict]
     stochastic: Callable[[dict], bool]
-    evals_per_step: int = 1  # Heun: 2 (its last step, to σ = 0, is Euler: 1)
+    evals_per_step: int = 1  # Heun: 2 (its last step, to σ = 0, is Euler: 1); UniPC: 1 (see multistep)
     gaussian: bool = False
     clips: bool = False  # honours clip_sample / thresholding
     needs_data: bool = False
+    multistep: bool = False  # the step takes the loop's ``state`` (its history)
 
     def nfe(self, n_steps: int) -> int:
         """Network evaluations of ``n_steps`` steps."""
         return self.evals_per_step * n_steps - (self.evals_per_step - 1)
 
 
-def _ddim_options(steps, process, *, eta=0.0, clip=None, **_):
-    return {"eta": eta, "clip": clip}
+def _ddim_options(steps, process, *, eta=None, clip=None, **_):
+    return {"eta": 0.0 if eta is None else eta, "clip": clip}
+
+
+def _ancestral_options(steps, process, *, eta=None, **_):
+    return {"eta": 1.0 if eta is None else eta}
+
+
+def _dpmpp_options(steps, process, *, lower_order_final=True, clip=None, **_):
+    """DPM-Solver++: diffusers lowers the final orders only on grids of fewer than 15 steps."""
+    return {"lower_order_final": bool(lower_order_final) and steps < 15, "clip": clip}
+
+
+def _unipc_options(steps, process, *, lower_order_final=True, disable_corrector=(), clip=None, **_):
+    """UniPC: diffusers lowers the final orders to the steps left, on any grid."""
+    return {"lower_order_final": bool(lower_order_final), "disable_corrector": tuple(disable_corrector),
+            "clip": clip}
 
 
 def _ddpm_options(steps, process, *, variance="small", clip=None, **_):
@@ -199,12 +236,26 @@ def _churned(options: dict) -> bool:
 
 def _register() -> dict[str, Sampler]:
     from .analytic_dpm import analytic_ddpm_step  # (it does not import this module)
+    from .multistep import dpmpp_step, unipc_step
+
+    def eta_positive(o: dict) -> bool:
+        return o.get("eta", 0.0) > 0
+
+    def multistep(step, options, stochastic=False, **fixed):
+        # the name fixes the order (a partial, so that each name has its own step function)
+        return Sampler(partial(step, **fixed), options, lambda o: stochastic, clips=True, multistep=True)
 
     return {
-        "ddim": Sampler(ddim_step, _ddim_options, lambda o: o.get("eta", 0.0) > 0, gaussian=True, clips=True),
+        "ddim": Sampler(ddim_step, _ddim_options, eta_positive, gaussian=True, clips=True),
         "ddpm": Sampler(ddpm_step, _ddpm_options, lambda o: True, gaussian=True, clips=True),
         "euler": Sampler(euler_step, _edm_options, _churned),
         "heun": Sampler(heun_step, _edm_options, _churned, evals_per_step=2),
+        "euler_ancestral": Sampler(euler_ancestral_step, _ancestral_options, eta_positive, gaussian=True),
+        "dpmpp_2m": multistep(dpmpp_step, _dpmpp_options, order=2),
+        "dpmpp_3m": multistep(dpmpp_step, _dpmpp_options, order=3),
+        "dpmpp_2m_sde": multistep(dpmpp_step, _dpmpp_options, stochastic=True, order=2, sde=True),
+        "unipc_2": multistep(unipc_step, _unipc_options, order=2),
+        "unipc_3": multistep(unipc_step, _unipc_options, order=3),
         "analytic": Sampler(analytic_ddpm_step, _analytic_options, lambda o: True, gaussian=True,
                             needs_data=True),
     }
@@ -224,6 +275,11 @@ def get_sampler(name: str) -> Sampler:
         raise ErrpropError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
 
 
+def _entry(step: str | Callable) -> Sampler | None:
+    """The registry entry of a sampler name or a registered step function (None if neither)."""
+    return next((v for k, v in SAMPLERS.items() if step in (k, v.step)), None)
+
+
 def get_step(name: str) -> Callable:
     """The step function of a sampler name."""
     return get_sampler(name).step
@@ -238,7 +294,7 @@ def step_options(sampler: str, steps: int, process: Process, **settings) -> dict
 
 def is_stochastic(step: str | Callable, options: dict | None) -> bool:
     """Whether a step (a name, or a registered step function) injects noise with these options."""
-    entry = next((v for k, v in SAMPLERS.items() if step in (k, v.step)), None)
+    entry = _entry(step)
     if entry is None:
         raise ErrpropError(f"unknown sampler step {step!r}")
     return entry.stochastic(options or {})
@@ -271,12 +327,25 @@ def sample(
     ``callback`` sees every step as a dict with ``i, sigma, sigma_next, x, denoised, x_next``.
     ``grad``: keep the autograd graph as the caller's context allows (EP's rollout trains through
     it); off, the loop runs under ``no_grad``.
+
+    A multistep solver's history lives in one ``state`` dict made here for this run over
+    ``sigmas`` (so a call on a sub-grid starts the solver afresh, with its warm-up orders).
     """
     step_fn = get_step(step) if isinstance(step, str) else step
+    entry = _entry(step)
+    # a registered multistep solver, or a step wrapper that says it is one (the local-error
+    # diagnostic's, which runs the model's solver and the exact denoiser's side by side)
+    multistep = entry.multistep if entry is not None else getattr(step_fn, "multistep", False)
+    n = len(sigmas) - 1
+    state: dict | None = {"steps": n} if multistep else None
     with contextlib.nullcontext() if grad else torch.no_grad():
-        for i in range(len(sigmas) - 1):
+        for i in range(n):
             sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-            x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, **options)
+            if state is None:
+                x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, **options)
+            else:
+                state["i"] = i
+                x_next, denoised = step_fn(denoiser, x, sigma, sigma_next, noise, state=state, **options)
             if callback is not None:
                 callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x,
                           "denoised": denoised, "x_next": x_next})

@@ -19,6 +19,7 @@ from .config_diff import describe, differences, objective_only  # noqa: E402
 from .plots import save_figure  # noqa: E402
 from .provenance import provenance  # noqa: E402
 from .report import Report  # noqa: E402
+from .samplers import nfe  # noqa: E402
 from .study import QUALITY, Arm, Settings, verdict  # noqa: E402
 
 
@@ -56,32 +57,32 @@ def _robust_ylim(ax, values: Sequence[float], floor_at_zero: bool = False) -> No
 
 
 def plot_quality(res: dict, arms: Sequence[Arm], settings: Settings, metric: str, path: Path) -> Path:
-    """One panel per sampler: the metric against steps, mean over seeds with a min–max band, the
-    exact denoiser dashed and the data-vs-data floor dotted."""
+    """One panel per sampler: the metric against cost (network evaluations, NFE), mean over seeds
+    with a min–max band, the exact denoiser dashed and the data-vs-data floor dotted."""
     seeds, ks = settings.seeds, settings.sampling_steps
     fig, axes = plt.subplots(1, len(settings.samplers), figsize=(5.2 * len(settings.samplers), 3.8),
                              squeeze=False)
     for ax, sampler in zip(axes[0], settings.samplers):
-        drawn = []
+        drawn, cost = [], [nfe(sampler, k) for k in ks]
         for i, a in enumerate(arms):
             rows = np.array([[res[a.name][s]["quality"][f"{sampler}-{k}"][metric] for k in ks]
                              for s in seeds])
-            _band(ax, ks, rows, a.label, f"C{i}")
+            _band(ax, cost, rows, a.label, f"C{i}")
             drawn += rows.ravel().tolist()
         ex = np.array([[res["exact"][s]["quality"][f"{sampler}-{k}"][metric] for k in ks] for s in seeds])
-        _band(ax, ks, ex, "exact denoiser", "k", "--")
+        _band(ax, cost, ex, "exact denoiser", "k", "--")
         floor = float(np.mean([res["floor"][s][metric] for s in seeds]))
         ax.axhline(floor, color="0.4", ls=":", label="floor (data vs data)")
         drawn += ex.ravel().tolist() + [floor]
         ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks(cost, [str(k) for k in cost])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(f"{sampler.upper()} sampling steps")
+        ax.set_xlabel(f"{sampler.upper()} network evaluations (NFE)")
         ax.set_ylabel(QUALITY[metric])
         _robust_ylim(ax, drawn)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{QUALITY[metric]} against steps — mean over {len(seeds)} seeds, band = min–max")
+    fig.suptitle(f"{QUALITY[metric]} against NFE — mean over {len(seeds)} seeds, band = min–max")
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 

@@ -14,11 +14,12 @@ from errprop.process import VEProcess, VPProcess
 def test_every_measurement_on_a_mixture_with_an_oracle_curve(tmp_path):
     mix = GaussianMixture.ring8()
     model = lambda x, s: mix(x, s) + 0.2  # noqa: E731  (a biased "trained" model)
-    out = diagnose(model, VPProcess(), mix, list(WHATS), sampler="ddpm", steps=8, n=64,
+    whats = [w for w in WHATS if w != "local"]  # (local: deterministic solvers only, tested below)
+    out = diagnose(model, VPProcess(), mix, whats, sampler="ddpm", steps=8, n=64,
                    seed=1, out_dir=tmp_path, oracle=mix)
-    assert set(out) == {f"{w}.{ext}" for w in WHATS for ext in ("json", "png")} | {
+    assert set(out) == {f"{w}.{ext}" for w in whats for ext in ("json", "png")} | {
         "report.html", "report.md"}
-    for w in WHATS:
+    for w in whats:
         res = json.loads(out[f"{w}.json"].read_text())  # strict JSON: no NaN
         assert res["what"] == w and res["n"] == 64 and res["seed"] == 1 and res["steps"] == 8
         assert out[f"{w}.png"].stat().st_size > 1000
@@ -33,6 +34,18 @@ def test_every_measurement_on_a_mixture_with_an_oracle_curve(tmp_path):
     assert len(amp["model"]["mu_per_step"]) == 8 and amp["model"]["steps_used"] == 7
     budget = json.loads(out["budget.json"].read_text())
     assert set(budget["model"]["grids"]) == {"uniform", "edm", "exponential"}
+
+
+def test_local_error_of_a_multistep_solver_with_an_oracle_curve(tmp_path):
+    mix = GaussianMixture.ring8()
+    model = lambda x, s: mix(x, s) + 0.2  # noqa: E731
+    out = diagnose(model, VPProcess(), mix, "local", sampler="unipc_2", steps=6, n=32, seed=1,
+                   out_dir=tmp_path, oracle=mix)
+    res = json.loads(out["local.json"].read_text())
+    assert len(res["model"]["local"]) == 6 and max(res["oracle"]["learned"]) == 0
+    assert min(res["model"]["learned"]) > 0 and out["local.png"].stat().st_size > 1000
+    with pytest.raises(ErrpropError, match="stochastic"):
+        diagnose(model, VPProcess(), mix, "local", sampler="ddpm", steps=4, n=8, out_dir=tmp_path)
 
 
 def test_deterministic_sampler_falls_back_and_analytic_runs(tmp_path):

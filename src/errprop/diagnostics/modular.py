@@ -277,4 +277,10 @@ def denoising_excess(
 
 
 def step_name(step) -> str:
-    return step if isinstance(step, str) else getattr(step, "__name__", type(step).__name__)
+    """A sampler's name: the registry's for a registered step function, else the function's."""
+    if isinstance(step, str):
+        return step
+    from ..samplers import SAMPLERS
+
+    named = next((k for k, v in SAMPLERS.items() if v.step is step), None)
+    return named or getattr(step, "__name__", type(step).__name__)

@@ -23,6 +23,9 @@ what               measurement
                    into discretization (the sampler run with D*) and learned part per grid point
                    and at the end (DS's E_D, E_S, with bootstrap intervals), where the error
                    enters, and (with ``heldout`` images) where D* memorises
+``local``          mixtures + deterministic solver: the local error of every step against the exact
+                   probability-flow step from the same state, split into the discretization part
+                   (the exact denoiser taking the same step) and the learned part
 =================  ================================================================================
 
 With an image ``oracle`` (:class:`~errprop.data.empirical.EmpiricalDenoiser`), ``modular`` also
@@ -55,12 +58,14 @@ from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
 from .gap import estimation_gap
 from .learned import learned_split, memorisation, memorisation_grid
+from .local import local_error
 from .modular import denoising_excess, modular_error
 from .plots import plot_steps
 
-WHATS = ("modular", "cumulative", "amplification", "gap", "budget", "learned")
+WHATS = ("modular", "cumulative", "amplification", "gap", "budget", "learned", "local")
 SAMPLERS = tuple(REGISTRY)
-MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)"}
+MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)",
+                "local": "the local error needs the exact probability-flow step"}
 #: Measurements that need an exact reference: a mixture, or an ideal-denoiser oracle on images.
 NEEDS_EXACT = {"budget": "the error budget needs the exact score and exact draws of q_σmax",
                "learned": "the learned part is the model's distance from an exact denoiser"}
@@ -209,8 +214,14 @@ def _learned(setup: _Setup, denoiser, device) -> dict:
     return res
 
 
+def _local(setup: _Setup, denoiser, device) -> dict:
+    step, opts = setup.step(denoiser, device)
+    return local_error(denoiser, setup.mixture, setup.process, setup.sigmas, step=step, options=opts,
+                       n=min(setup.n, 1000), seed=setup.seed, device=device)
+
+
 MEASURE = {"modular": _modular, "cumulative": _cumulative, "amplification": _amplification,
-           "gap": _gap, "budget": _budget, "learned": _learned}
+           "gap": _gap, "budget": _budget, "learned": _learned, "local": _local}
 
 
 def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
@@ -244,6 +255,12 @@ def curves(what: str, runs: dict[str, dict]) -> tuple[dict, str, str]:
             curves[f"{name} μ_j"] = {"x": idx, "y": r["mu_per_step"]}
             curves[f"{name} μ (fit)"] = {"x": idx, "y": [r["mu"]] * len(idx), "style": "--"}
         return curves, "sampling step j", "amplification μ"
+    if what == "local":
+        for i, (name, r) in enumerate(runs.items()):
+            for part, style in (("local", "-"), ("discretization", "--"), ("learned", ":")):
+                curves[f"{name} {part}"] = {"x": r["index"], "y": r[part], "yerr": r[f"{part}_stderr"],
+                                            "style": style, "color": f"C{i}"}
+        return curves, "sampling step j (σ_j → σ_{j+1})", "local error mean ‖x̂_{j+1} − exact flow‖"
     if what == "gap":
         for name, r in runs.items():
             curves[name] = {"x": list(range(len(r["gap"]))), "y": r["gap"], "yerr": r["gap_stderr"]}
@@ -347,6 +364,11 @@ def diagnose(
                 f"diagnose {w}: needs a Gaussian-mixture data set or, on images, the ideal "
                 f"denoiser of the training set as oracle (--oracle) ({NEEDS_EXACT[w]})")
     entry = get_sampler(setup.sampler)
+    if "local" in what and (entry.needs_data or entry.stochastic(
+            step_options(setup.sampler, setup.steps, process, **setup.user_options))):
+        raise ErrpropError(f"diagnose local: sampler {setup.sampler!r} is stochastic (no local ODE error); "
+                           "use a deterministic solver (ddim with eta 0, euler, heun, dpmpp_2m, dpmpp_3m, "
+                           "unipc_2, unipc_3) or --what modular")
     if "amplification" in what and not (entry.gaussian and (entry.needs_data or entry.stochastic(
             step_options(setup.sampler, setup.steps, process, **setup.user_options)))):
         raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
@@ -404,6 +426,8 @@ def summarize(what: str, result: dict) -> str:
                 for m in ("xent", "kl", "mmd2", "swd") if m in r)
         elif what == "gap":
             text = f"gap at the last step {fmt(r['gap'][-1])} ± {fmt(r['gap_stderr'][-1])}"
+        elif what == "local":
+            text = ", ".join(f"summed {p} {fmt(sum(r[p]))}" for p in ("local", "discretization", "learned"))
         elif what == "amplification":
             text = f"μ = {fmt(r['mu'])} (90 % bootstrap {fmt(r['mu_q05'])}–{fmt(r['mu_q95'])})"
         elif what == "learned":
