@@ -9,7 +9,7 @@ batch 256, under bf16 autocast. Two overhead figures per run:
   adds (its arithmetic, noise draws, the prior, the loop) and is immune to other jobs slowing the
   machine between runs, so it is the headline figure.
 - *against separate calls*: ``T_sample / (NFE × t_call) − 1`` with ``t_call`` the median of
-  single denoiser calls timed just before each run, as B3 is worded in BENCHMARKS.md.
+  single denoiser calls timed just before each run, as B3 is worded in docs/benchmarks.md#b3-sampler-overhead.
 
 Images/s is the batch over ``T_sample``.
 

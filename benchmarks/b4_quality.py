@@ -1,4 +1,4 @@
-"""B4 — sample quality against sampling steps for baseline, SA-2 and EP (BENCHMARKS.md).
+"""B4 — sample quality against steps for baseline, SA-2 and EP (docs/benchmarks.md#b4-quality-against-steps).
 
 The same U-Net, data, training budget (steps × batch) and seed for every objective; Fréchet
 distance on the Fashion-MNIST classifier's features at several step counts for DDPM and DDIM,

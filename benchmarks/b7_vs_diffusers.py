@@ -1,4 +1,4 @@
-"""B7 — errprop's baseline against a plain diffusers DDPM of the same size and budget (BENCHMARKS.md).
+"""B7 — errprop's baseline vs a matched plain diffusers DDPM (docs/benchmarks.md#b7-baseline-vs-diffusers).
 
 Both sides train on the same Fashion-MNIST training images (in [−1, 1]) for the same steps × batch
 128, with AdamW lr 2e-4 (errprop's 500-step linear warm-up on both: diffusers'

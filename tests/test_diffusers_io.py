@@ -24,9 +24,8 @@ from safetensors.torch import load_file
 
 import errprop
 from errprop import checkpoint
-from errprop.builders import grid_options, load_run, sample_clip, sampler_settings
+from errprop.builders import grid_options, load_diffusers, load_run, sample_clip, sampler_settings
 from errprop.cli import main
-from errprop.diffusers_io import load_diffusers
 from errprop.errors import ErrpropError
 from errprop.grids import make_grid
 from errprop.samplers import sample, step_options

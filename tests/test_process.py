@@ -59,7 +59,7 @@ def test_bad_process_values():
         VEProcess(sigma_min=5, sigma_max=1)
 
 
-# ---------------------------------------------------------------- EPDM's schedules (METHODS §10)
+# --------------------------------------------------------- EPDM's schedules (docs/methods.md#beta-schedules)
 def _np_sigmoid_abar_betas(T, start=-3.0, end=3.0, tau=1.0, endpoint_dtype=np.float64):
     """Independent numpy re-computation of EPDM's ``sigmoid_beta_schedule`` (src/epdm/models.py)."""
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731

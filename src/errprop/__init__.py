@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 #: Top-level shortcuts, imported on first use (``import errprop`` stays light).
-_API = {"load_run": "builders", "load_diffusers": "diffusers_io", "export_diffusers": "diffusers_io"}
+_API = {"load_run": "builders", "load_diffusers": "builders", "export_diffusers": "builders"}
 
 
 def __getattr__(name: str):

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .clipping import DynamicThreshold
 from .config import Config
 from .data.gmm import GaussianMixture
 from .denoisers import Denoiser
+from .diffusers_io import (
+    build_unet,
+    config_from_diffusers,
+    is_diffusers,
+    model_folder,
+    unet_from_config,
+    write_pipeline,
+)
 from .errors import ErrpropError
 from .keys import KEY_BATCH, KEY_FLIP, KEY_PERM
 from .noise import Noise, stream_seeds
@@ -100,7 +110,6 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
 
         return MLP(shape[0], width=m.width, depth=m.depth, emb_dim=m.emb_dim, dropout=m.dropout)
     if m.net == "diffusers":
-        from .diffusers_io import build_unet
 
         return build_unet(m.diffusers_path, m.class_label, m.dropout)
     if len(shape) != 3:
@@ -128,8 +137,6 @@ def sample_clip(cfg: Config):
     for Gaussian mixtures, whose support is unbounded.
     """
     if cfg.sample.thresholding:
-        from .samplers import DynamicThreshold
-
         return DynamicThreshold(cfg.sample.dynamic_thresholding_ratio, cfg.sample.sample_max_value)
     on = cfg.sample.clip_sample
     if on is None:
@@ -197,14 +204,10 @@ def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
              class_label: int | None = None, data: dict | None = None) -> Run:
     """Load the latest checkpoint of a run folder (or a given checkpoint file), or a diffusers model
     folder named ``diffusers:PATH`` (then ``class_label`` and ``data`` apply; see
-    :func:`errprop.diffusers_io.load_diffusers`).
+    :func:`load_diffusers`).
 
     ``ema``: load the EMA weights (True) or the raw ones (False); ``None`` follows the run's
     ``sample.ema`` (default True, as diffusers users expect)."""
-    from pathlib import Path
-
-    from .diffusers_io import is_diffusers, load_diffusers
-
     if is_diffusers(path):
         return load_diffusers(path, device, class_label, data)
     if data or class_label is not None:
@@ -222,8 +225,6 @@ def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
     shape = tuple(meta["data_shape"])
     process = build_process(cfg)
     if cfg.model.net == "diffusers" and "diffusers_unet_config" in meta:  # no need for the init folder
-        from .diffusers_io import unet_from_config
-
         net = unet_from_config(meta["diffusers_unet_config"], cfg.model.class_label)
         denoiser = Denoiser(net, cfg.model.parameterization, process, cfg.model.sigma_data,
                             cfg.model.round_timesteps)
@@ -234,3 +235,31 @@ def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
     denoiser.to(device).eval()
     run_dir = Path(path) if Path(path).is_dir() else checkpoint.resolve(path).parent.parent
     return Run(run_dir, cfg, process, denoiser, int(meta["step"]), shape)
+
+
+def load_diffusers(path: object, device: str | torch.device = "cpu", class_label: int | None = None,
+                   data: dict | None = None) -> Run:
+    """A diffusers model folder as an errprop :class:`Run` (no network access): its UNet, β
+    schedule, prediction type and sampling conventions (:mod:`errprop.diffusers_io`).
+
+    ``data`` (e.g. ``{"name": "fashion-mnist"}`` or ``{"name": "folder", "root": DIR}``) is the data
+    set that ``evaluate`` and ``diagnose`` compare against; a diffusers folder does not name one.
+    """
+    from .config import from_dict
+
+    raw = config_from_diffusers(path, class_label)
+    shape = tuple(raw.pop("_shape"))
+    if data:
+        raw["data"] = {**raw["data"], **data}
+    cfg = from_dict({**raw, "train": {"steps": 1}})
+    process = build_process(cfg)
+    net = build_unet(cfg.model.diffusers_path, class_label)
+    denoiser = Denoiser(net, cfg.model.parameterization, process,
+                        round_timesteps=cfg.model.round_timesteps).to(device).eval()
+    return Run(model_folder(path), cfg, process, denoiser, 1, shape, source="diffusers")
+
+
+def export_diffusers(run_dir: object, out: object, ema: bool | None = None) -> Path:
+    """Write a run trained from a diffusers UNet as a ``DDPMPipeline`` folder (``unet/``,
+    ``scheduler/``, ``model_index.json``) with the run's EMA (or raw) weights; returns ``out``."""
+    return write_pipeline(load_run(run_dir, ema=ema), out)

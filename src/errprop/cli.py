@@ -365,7 +365,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .diffusers_io import export_diffusers
+    from .builders import export_diffusers
 
     print(export_diffusers(args.run, args.out, ema=False if args.raw else None))
     return 0

@@ -121,7 +121,7 @@ class ModelConfig:
 
 @dataclass
 class SAConfig:
-    """Sequence-Aware loss (METHODS §2); defaults follow the released code."""
+    """Sequence-Aware loss (docs/methods.md#sequence-aware-loss); defaults follow the released code."""
 
     K: int = _f(2, min=1)
     lam: float = _f(1.0, min=0)
@@ -134,7 +134,7 @@ class SAConfig:
 
 @dataclass
 class EPConfig:
-    """Cumulative-error regularizer (METHODS §3); defaults follow the released code."""
+    """Cumulative-error regularizer (docs/methods.md#ep-regularizer); defaults follow the released code."""
 
     L: int = _f(5, min=1)
     lam: float = _f(1.0, min=0)

@@ -96,7 +96,7 @@ def eps_from_denoised(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tens
 
 
 class EpsilonScaled(nn.Module):
-    """Epsilon scaling at sampling time (ADM-ES / EDM-ES, Ning et al., ICLR 2024; METHODS §8).
+    """Epsilon scaling at sampling time (ADM-ES/EDM-ES, Ning et al. 2024; docs/methods.md#epsilon-scaling).
 
     The network's noise estimate is divided by ``λ_t = k·t + b`` (t the process's timestep index;
     k = 0 is the common choice, b slightly above 1): ``ε̂' = ε̂/λ_t``, i.e.

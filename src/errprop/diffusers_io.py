@@ -72,7 +72,7 @@ def is_diffusers(path: object) -> bool:
     return str(path).startswith(PREFIX)
 
 
-def _strip(path: object) -> Path:
+def model_folder(path: object) -> Path:
     text = str(path)
     return Path(text[len(PREFIX):] if text.startswith(PREFIX) else text).expanduser()
 
@@ -89,7 +89,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 def locate(path: object) -> tuple[Path, Path]:
     """(UNet folder, scheduler config file) of a model or pipeline folder, or a clear error."""
-    root = _strip(path)
+    root = model_folder(path)
     if not root.is_dir():
         raise ErrpropError(f"diffusers:{root}: not a folder")
     if (root / "model_index.json").is_file():
@@ -297,45 +297,21 @@ def unet_from_config(unet_config: dict, class_label: int | None = None) -> nn.Mo
     return DiffusersUNet(UNet2DModel.from_config(config), class_label)
 
 
-def load_diffusers(path: object, device: str | torch.device = "cpu", class_label: int | None = None,
-                   data: dict | None = None):
-    """A diffusers model folder as an errprop :class:`~errprop.builders.Run` (no network access).
-
-    ``data`` (e.g. ``{"name": "fashion-mnist"}`` or ``{"name": "folder", "root": DIR}``) is the data
-    set that ``evaluate`` and ``diagnose`` compare against; a diffusers folder does not name one.
-    """
-    from .builders import Run, build_process
-    from .config import from_dict
-    from .denoisers import Denoiser
-
-    raw = config_from_diffusers(path, class_label)
-    shape = tuple(raw.pop("_shape"))
-    if data:
-        raw["data"] = {**raw["data"], **data}
-    cfg = from_dict({**raw, "train": {"steps": 1}})
-    process = build_process(cfg)
-    net = build_unet(cfg.model.diffusers_path, class_label)
-    denoiser = Denoiser(net, cfg.model.parameterization, process,
-                        round_timesteps=cfg.model.round_timesteps).to(device).eval()
-    return Run(_strip(path), cfg, process, denoiser, 1, shape, source="diffusers")
-
-
-def export_diffusers(run_dir: object, out: object, ema: bool | None = None) -> Path:
-    """Write a run trained from a diffusers UNet as a ``DDPMPipeline`` folder (``unet/``,
-    ``scheduler/``, ``model_index.json``) with the run's EMA (or raw) weights; returns ``out``."""
+def write_pipeline(run, out: object) -> Path:
+    """Write a loaded run (:class:`errprop.builders.Run`) with a diffusers UNet as a ``DDPMPipeline``
+    folder (``unet/``, ``scheduler/``, ``model_index.json``); returns ``out``. The run-level entry
+    point is :func:`errprop.builders.export_diffusers`."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from .builders import load_run
     from .files import make_dir, write_json
 
-    run = load_run(run_dir, ema=ema)
     cfg = run.config
     if cfg.model.net != "diffusers":
-        raise ErrpropError(f"export: {run_dir} has an errprop {cfg.model.net!r} network; only runs started "
+        raise ErrpropError(f"export: {run.path} has an errprop {cfg.model.net!r} network; only runs started "
                            "from a diffusers model (train --init diffusers:PATH) export to diffusers")
     if cfg.process.kind != "vp":
         raise ErrpropError("export: only VP (DDPM) processes have a diffusers scheduler")
-    out = make_dir(_strip(out), "--to diffusers")
+    out = make_dir(model_folder(out), "--to diffusers")
     inverse = {v: k for k, v in PREDICTION.items()}
     p, sc = cfg.process, cfg.sample
     schedule = {v: k for k, v in _NAMED.items()}.get(p.schedule)

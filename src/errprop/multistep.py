@@ -46,6 +46,7 @@ import math
 
 import torch
 
+from .clipping import apply_clip
 from .errors import ErrpropError
 from .noise import Noise
 
@@ -75,17 +76,15 @@ def dpmpp_step(denoiser, x: torch.Tensor, sigma: float, sigma_next: float, noise
                clip=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of multistep DPM-Solver++ (order 1–3), or of its SDE variant (``sde``, order ≤ 2).
 
-    ``clip`` (a range or a :class:`~errprop.samplers.DynamicThreshold`) is applied to D before it
+    ``clip`` (a range or a :class:`~errprop.clipping.DynamicThreshold`) is applied to D before it
     enters the update and the history, as diffusers' ``thresholding``. Returns (x̂', D).
     """
-    from .samplers import _clip  # (samplers imports this module's functions at registration)
-
     if order not in (1, 2, 3) or (sde and order > 2):
         raise ErrpropError(f"DPM-Solver++: order {order} not supported"
                            f"{' for the SDE variant' if sde else ''}")
     denoised = denoiser(x, sigma)
     known = len(state.get("history", []))
-    hist = _history(state, sigma, _clip(denoised, clip), 3)
+    hist = _history(state, sigma, apply_clip(denoised, clip), 3)
     k = _dpm_order(state, order, sigma_next, lower_order_final, known)
     d0 = hist[-1][1]
     if sigma_next == 0:  # h = ∞: every order reduces to x̂' = D_0 (and the noise term vanishes)
@@ -165,13 +164,11 @@ def unipc_step(denoiser, x: torch.Tensor, sigma: float, sigma_next: float, noise
     the prediction the next step evaluates; the chain's last state is a prediction (no evaluation
     follows to correct it), as in diffusers. ``disable_corrector`` lists step indices whose
     prediction is not corrected (diffusers' option)."""
-    from .samplers import _clip
-
     if order not in (1, 2, 3):
         raise ErrpropError(f"UniPC: order {order} not supported; choose 1, 2 or 3")
     i, steps = state["i"], state["steps"]
     denoised = denoiser(x, sigma)
-    d = _clip(denoised, clip)
+    d = apply_clip(denoised, clip)
     hist = state.get("history", [])
     if i > 0 and "last_x" in state and (i - 1) not in disable_corrector:
         x = _unipc_update(state["last_x"], hist[-1][0], sigma, hist, state["last_order"], d)

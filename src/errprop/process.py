@@ -1,6 +1,6 @@
 """Forward processes: VP (discrete DDPM) and VE, seen through one time variable σ.
 
-Every process here is written as ``x_t = s(σ) · (x0 + σ n)`` (METHODS §0). errprop works in the
+Every process here is written as ``x_t = s(σ)(x0 + σ n)`` (docs/methods.md#sigma-space). errprop works in the
 *unscaled* space ``x̂ = x_t / s = x0 + σ n`` (EDM's view): samplers, denoisers and the Gaussian
 mixture oracle only ever see ``(x̂, σ)``. The scale ``s`` and the model's own time input are views
 onto σ, converted here and nowhere else.

@@ -29,43 +29,14 @@ from functools import partial
 
 import torch
 
+from .clipping import Clip, apply_clip
 from .errors import ErrpropError
+from .multistep import dpmpp_step, unipc_step
 from .noise import Noise
 from .process import Process
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 Callback = Callable[[dict], None]
-
-
-@dataclass(frozen=True)
-class DynamicThreshold:
-    """Dynamic thresholding of x̂0 (Saharia et al. 2022, Imagen; diffusers' ``thresholding=True``).
-
-    Per sample, s = the ``ratio`` quantile of |x̂0| clamped to [1, ``max_value``]; x̂0 is clamped to
-    [−s, s] and divided by s (so values beyond the data range are pulled in, not cut off).
-    """
-
-    ratio: float = 0.995
-    max_value: float = 1.0
-
-    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
-        flat = x0.reshape(len(x0), -1)
-        work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()  # quantile needs it
-        s = torch.quantile(work.abs(), self.ratio, dim=1).clamp(1, self.max_value)[:, None]
-        return (work.clamp(-s, s) / s).to(x0.dtype).reshape(x0.shape)
-
-
-Clip = float | DynamicThreshold | None
-
-
-def _clip(denoised: torch.Tensor, clip: Clip) -> torch.Tensor:
-    """diffusers' ``clip_sample`` (a range: x̂0 clamped to [−clip, clip]) or ``thresholding`` (a
-    :class:`DynamicThreshold`); None leaves x̂0 unchanged."""
-    if clip is None:
-        return denoised
-    if isinstance(clip, DynamicThreshold):
-        return clip(denoised)
-    return denoised.clamp(-clip, clip)
 
 
 def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0,
@@ -77,7 +48,7 @@ def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Nois
     network's own ε̂ = (x̂ − D)/σ, so only the x̂0 term of the update is clipped.
     """
     denoised = denoiser(x, sigma)
-    clipped = _clip(denoised, clip)
+    clipped = apply_clip(denoised, clip)
     if sigma_next == 0:
         return clipped, clipped
     sigma_up = eta * sigma_next * math.sqrt(sigma**2 - sigma_next**2) / sigma
@@ -103,7 +74,7 @@ def ddpm_step(
     ``large`` needs the process: in x̂ space its variance is ``(σ² − σ'²) s(σ)²/s(σ')²``.
     ``clip`` clamps the x̂0 estimate before the posterior mean, as diffusers' ``clip_sample``.
     """
-    denoised = _clip(denoiser(x, sigma), clip)
+    denoised = apply_clip(denoiser(x, sigma), clip)
     if sigma_next == 0:
         return denoised, denoised
     mean = denoised + (sigma_next**2 / sigma**2) * (x - denoised)
@@ -236,7 +207,6 @@ def _churned(options: dict) -> bool:
 
 def _register() -> dict[str, Sampler]:
     from .analytic_dpm import analytic_ddpm_step  # (it does not import this module)
-    from .multistep import dpmpp_step, unipc_step
 
     def eta_positive(o: dict) -> bool:
         return o.get("eta", 0.0) > 0

@@ -60,7 +60,7 @@ def test_one_recorded_chain_equals_separate_runs_to_each_point(mix):
 
 
 def test_profile_costs_one_sampling_run(mix):
-    # BENCHMARKS B5: the chain passes every grid point once; recording adds no denoiser call.
+    # docs/benchmarks.md#b5-diagnostics-cost: one pass over the grid; recording adds no denoiser call.
     process = VPProcess()
     for sampler, steps in (("ddpm", 20), ("heun", 10)):
         res = cumulative_error(mix, process, mix, make_grid("uniform", process, steps),

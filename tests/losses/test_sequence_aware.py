@@ -83,7 +83,7 @@ def test_tau_matches_the_closed_form_and_methods_spot_values(schedule):
     t = tau(p)  # index t ↔ paper step t + 1
     np.testing.assert_allclose(t.numpy(), _tau_reference(p.betas.numpy()), rtol=1e-12, atol=0)
     assert t[0] == 0
-    if schedule == "linear":  # METHODS §2, T = 1000, quoted to 2 significant digits
+    if schedule == "linear":  # docs/methods.md#tau-weights, T = 1000, quoted to 2 significant digits
         for step, ref in ((2, 8.1e-3), (10, 4.0e-4), (100, 6.1e-6), (1000, 1.3e-8)):
             assert t[step - 1].item() == pytest.approx(ref, abs=0.05 * 10 ** np.floor(np.log10(ref)))
         for step, ratio, half_digit in ((10, 1.20, 0.005), (100, 1.02, 0.005), (300, 1.006, 0.0005)):

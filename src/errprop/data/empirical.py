@@ -1,4 +1,5 @@
-"""The ideal denoiser of a finite point set: an exact reference on image data (METHODS §12).
+"""The ideal denoiser of a finite point set: an exact reference on image data
+(docs/methods.md#ideal-denoiser).
 
 For training points x_1..x_N the empirical distribution ``p̂ = (1/N) Σ_i δ(x − x_i)`` noised to σ is
 the mixture ``(1/N) Σ_i N(x_i, σ² I)``, and its exact denoiser ``E[x0 | x̂]`` is the closed form EDM

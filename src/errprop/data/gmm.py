@@ -1,4 +1,4 @@
-"""Gaussian mixtures with exact ground truth at every noise level (METHODS §6).
+"""Gaussian mixtures with exact ground truth at every noise level (docs/methods.md#gaussian-mixtures).
 
 For ``p_data = Σ_k π_k N(μ_k, Σ_k)`` the noised variable ``x̂ = x0 + σ n`` is the mixture
 ``Σ_k π_k N(μ_k, Σ_k + σ² I)`` (VP: ``x_t = s x̂``, so ``log q_t(x_t) = log p_σ(x_t/s) − d log s``).

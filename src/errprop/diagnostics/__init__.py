@@ -1,4 +1,4 @@
-"""Diagnostics of error propagation (METHODS §5): each consumes sampler trajectories and returns a
+"""Error-propagation diagnostics (docs/methods.md#diagnostics): each takes sampler trajectories and returns a
 plain dict of per-step lists (σ grid, VP timestep t, n, seed) ready for ``json.dumps``.
 
 - :func:`modular_error` (exact KL per step on mixtures), :func:`denoising_excess` (images);

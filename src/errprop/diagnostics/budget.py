@@ -1,4 +1,4 @@
-"""DS's error budget E_I + E_D + E_S (Wang et al. 2024; METHODS §4, §5, §12).
+"""DS's error budget E_I + E_D + E_S (Wang et al. 2024; docs/methods.md#error-budget, §12).
 
 DS bounds ``KL(p_data ‖ p_sample) ≲ E_I + E_D + E_S``. Each term can be isolated where an exact
 denoiser and exact draws of ``q_{σ_max}`` are available: on a Gaussian mixture (the mixture

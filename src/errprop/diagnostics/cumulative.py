@@ -1,7 +1,7 @@
-"""Cumulative error per step (EP's E^cumu, METHODS §5) and the amplification factor μ_t.
+"""Cumulative error per step (EP's E^cumu, docs/methods.md#cumulative-error) and the amplification factor μ_t.
 
 One model chain from the prior runs the whole grid once and records its samples at every grid
-point through the sampler callback (BENCHMARKS B5: the profile costs one sampling run). At each
+point through the sampler callback (docs/benchmarks.md#b5-diagnostics-cost: one sampling run). At each
 recorded σ_j the chain's samples are compared with forward-noised data ``x0 + σ_j n`` at the same
 σ_j:
 

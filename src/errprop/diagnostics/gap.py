@@ -1,4 +1,4 @@
-"""The estimation gap of SA (Nguyen et al. 2024, Fig. 4; METHODS §5).
+"""The estimation gap of SA (Nguyen et al. 2024, Fig. 4; docs/methods.md#estimation-gap).
 
 Real x0 are noised to a start level σ_{t0} (VP default: paper step t0 = 300 of T = 1000), and two
 chains run from that same x̂_{t0} down to σ = 0, **sharing every injected noise** (two

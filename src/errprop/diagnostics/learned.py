@@ -1,4 +1,4 @@
-"""The learned part of each step's error, against an exact denoiser D* (METHODS §12, §5).
+"""The learned part of each step's error, against an exact denoiser D* (docs/methods.md#learned-error).
 
 With an exact denoiser D* — the ideal denoiser of the training set on images
 (:class:`errprop.data.empirical.EmpiricalDenoiser`), the mixture itself on mixtures — a sampler's

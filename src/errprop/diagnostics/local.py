@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..clipping import apply_clip
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
 from ..generate import run_chains
@@ -119,9 +120,7 @@ class _PairedStep:
 
 
 def _clipped(d: torch.Tensor, clip) -> torch.Tensor:
-    from ..samplers import _clip
-
-    return _clip(d, clip)
+    return apply_clip(d, clip)
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:

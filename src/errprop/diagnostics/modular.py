@@ -1,4 +1,4 @@
-"""Modular error per step (EP's E^mod, METHODS §5): how far one model step is from the true one.
+"""Modular error per step (EP's E^mod, docs/methods.md#modular-error): how far a model step is from the truth.
 
 On a Gaussian mixture the true reverse transition of a step σ → σ' is known in closed form. In x̂
 space the forward chain is Brownian, so ``q(x̂' | x̂, x0)`` is the bridge

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from ..report import Report
-from .plots import plot_steps
+from .plots import curves, plot_steps
 
 #: What each figure measures and what good looks like (the captions).
 CAPTIONS = {
@@ -222,8 +222,6 @@ def write_report(out_dir: Path, results: dict[str, dict], command: str | None = 
                         CAPTIONS["learned"]))
         band = _memorised_band(results)
         if band:  # redraw with the band where D* is no reference
-            from .run import curves
-
             lines, xlabel, ylabel = curves("learned", {"model": results["learned"]["model"]})
             plot_steps(lines, out_dir / "learned.png", xlabel=xlabel, ylabel=ylabel,
                        sigma_axis=meta["sigmas"], shade=band,

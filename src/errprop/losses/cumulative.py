@@ -1,4 +1,4 @@
-"""EP: the cumulative-error regularizer of Li & van der Schaar (ICLR 2024), METHODS §3.
+"""EP: the cumulative-error regularizer of Li & van der Schaar (ICLR 2024), docs/methods.md#ep-regularizer.
 
 As the released code runs it (``p_losses`` with ``bootstrap_steps``): each training step draws a
 head h ~ U{1..T−1} and a length ℓ ~ U{1..L}; the tail is τ = max(h − ℓ, 0). Half *a* of the batch

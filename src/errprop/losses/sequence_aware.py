@@ -1,4 +1,4 @@
-"""SA-K: the Sequence-Aware loss of Nguyen et al. (AAAI 2024), METHODS §2.
+"""SA-K: the Sequence-Aware loss of Nguyen et al. (AAAI 2024), docs/methods.md#sequence-aware-loss.
 
 ``L = L_simple + λ L_sa`` with ``L_sa = E ‖(1/K) Σ_{s ∈ window(t)} τ_s (ε_θ(x_s, s) − ε_s)‖²``: the
 errors of K consecutive steps are summed *before* the norm, so errors that cancel along the chain
@@ -86,7 +86,7 @@ def theorem2_terms(err: torch.Tensor, weights: torch.Tensor, K: int) -> dict[str
 class SequenceAwareLoss:
     """SA-K on a discrete VP process; call as ``loss(denoiser, x0, noise)`` with x0 (B, ...).
 
-    Fields (defaults = the released code, METHODS §2): ``K`` window length (≥ 1); ``lam`` the
+    Fields (defaults = the released code, docs/methods.md#sa-code): ``K`` window length (≥ 1); ``lam`` the
     weight λ ≥ 0 of L_sa (paper: SA-2 λ = 1, SA-3 0.3, SA-4 0.2); ``tau`` ``none`` (code: τ ≡ 1),
     ``paper`` (Theorem 1's τ_s) or ``relative`` (τ_s/τ_anchor; a window whose anchor has τ = 0
     weighs nothing); ``window_noise`` ``independent`` (code) or ``chain`` (one forward

@@ -1,4 +1,4 @@
-"""The standard denoising losses, in EDM's form ``λ(σ) ‖D(x̂; σ) − x0‖²`` (METHODS §1).
+"""The standard denoising losses, in EDM's form ``λ(σ) ‖D(x̂; σ) − x0‖²`` (docs/methods.md#baseline-loss).
 
 Every weighting is the classical loss of a parameterization written for the denoiser D:
 

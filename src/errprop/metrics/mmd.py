@@ -1,4 +1,4 @@
-"""Maximum mean discrepancy with a multi-bandwidth Gaussian kernel (EP's regularizer, METHODS §3).
+"""Maximum mean discrepancy with a multi-bandwidth Gaussian kernel (EP's regularizer, docs/methods.md#mmd).
 
 Samples are flattened to vectors. The kernel is ``k(a, b) = Σ_m exp(−‖a − b‖² / (β m))`` over the
 bandwidth multipliers m (default 2^{−2..2}); the base bandwidth β is the mean off-diagonal squared
