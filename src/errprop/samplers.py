@@ -270,9 +270,13 @@ def is_stochastic(step: str | Callable, options: dict | None) -> bool:
     return entry.stochastic(options or {})
 
 
-def nfe(name: str, n_steps: int) -> int:
-    """Network evaluations of ``n_steps`` steps (Heun: 2n − 1)."""
-    return get_sampler(name).nfe(n_steps)
+def nfe(sampler: str | Callable, n_steps: int) -> int:
+    """Network evaluations of ``n_steps`` steps of a sampler (a name or a registered step function)
+    on a grid ending at σ = 0: Heun 2n − 1; UniPC n (its corrector reuses the next evaluation)."""
+    entry = _entry(sampler)
+    if entry is None:
+        raise ErrpropError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    return entry.nfe(n_steps)
 
 
 def prior(process: Process, sigma_max: float, noise: Noise, shape: tuple[int, ...],

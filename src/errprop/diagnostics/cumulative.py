@@ -208,7 +208,7 @@ def cumulative_error(
         "n": n, "seed": seed, "step": step_name(step), "space": space,
         "steps": len(sigmas) - 1,
         "denoiser_evaluations": counted.evaluations,
-        "sampling_run_evaluations": n * nfe(step if isinstance(step, str) else "", len(sigmas) - 1),
+        "sampling_run_evaluations": n * nfe(step, len(sigmas) - 1),
     }
 
 
