@@ -73,10 +73,15 @@ def render_demo_timing(payload: dict, name: str) -> str:
 def render_table(payload: dict, name: str) -> str:
     """A result file's own table (``table``: header + rows) and notes."""
     table = payload.get("table")
-    if not table:
-        raise ErrpropError(f"docs/results/{name}.json has no table to quote")
-    notes = payload.get("notes", "")
-    body = "\n".join(markdown_table(table)) + (f"\n\n{notes}" if notes else "")
+    if table:
+        notes = payload.get("notes", "")
+        body = "\n".join(markdown_table(table)) + (f"\n\n{notes}" if notes else "")
+    else:  # a result written before tables were stored in the JSON: its own Markdown, less the header
+        md = Path(payload["_results"]) / f"{name}.md"
+        if not md.is_file():
+            raise ErrpropError(f"docs/results/{name}.json has no table to quote, and {md} does not exist")
+        lines = md.read_text().splitlines()
+        body = "\n".join(x for x in lines if not x.startswith(("# ", "- "))).strip()
     return body + "\n\n" + _source(payload, name)
 
 
