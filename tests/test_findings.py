@@ -93,3 +93,15 @@ def test_claims_are_judged_by_the_rule_and_confounds_are_found(tmp_path):
     rows = render("claims", "claims", tmp_path).splitlines()[2:4]
     assert "**supported**" in rows[0] and "⚠" in rows[0] and "t_sampling uniform → antithetic" in rows[0]
     assert "**not decidable**" in rows[1] and "⚠" not in rows[1]
+
+
+def test_an_older_result_without_a_stored_table_is_quoted_from_its_markdown(tmp_path):
+    from errprop.findings import render
+
+    (tmp_path / "old.json").write_text(json.dumps({"commit": "abc", "machine": "m", "date": "d"}))
+    (tmp_path / "old.md").write_text("# Old\n\n- command: `x`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    body = render("table", "old", tmp_path)
+    assert body.startswith("| a | b |") and "| 1 | 2 |" in body and "# Old" not in body
+    (tmp_path / "old.md").unlink()
+    with pytest.raises(ErrpropError, match="no table"):
+        render("table", "old", tmp_path)

@@ -321,10 +321,11 @@ class _Trainer:
         stats = dict(zip(out, self.ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))))
         grad_norm = torch.tensor(math.nan)
         opt.zero_grad(set_to_none=True)
-        if torch.isfinite(stats["loss"]):
+        finite = bool(torch.isfinite(stats["loss"]))  # one look at the loss (a sync on a GPU)
+        if finite:
             out["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip or math.inf)
-        if torch.isfinite(stats["loss"]) and torch.isfinite(grad_norm):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, tc.grad_clip or math.inf)
+        if finite and bool(torch.isfinite(grad_norm)):
             opt.step()
             return stats, grad_norm
         what = (f"loss is {stats['loss'].item()}" if not torch.isfinite(stats["loss"])

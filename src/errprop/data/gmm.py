@@ -44,6 +44,7 @@ class GaussianMixture:
     def __init__(self, weights, means, covs) -> None:
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.weights = self.weights / self.weights.sum()
+        self._cum_weights = self.weights.cumsum(0)  # the component of a uniform draw (sample)
         self.means = torch.as_tensor(means, dtype=torch.float64)
         self.covs = torch.as_tensor(covs, dtype=torch.float64)
         K, d = self.means.shape
@@ -101,7 +102,7 @@ class GaussianMixture:
     def sample(self, noise: Noise) -> torch.Tensor:
         """One exact draw per stream of ``noise``: (len(noise), d) float32."""
         u = noise.rand(1, dtype=torch.float64)[:, 0].cpu()
-        k = torch.searchsorted(self.weights.cumsum(0), u.contiguous()).clamp(max=len(self.weights) - 1)
+        k = torch.searchsorted(self._cum_weights, u.contiguous()).clamp(max=len(self.weights) - 1)
         z = noise.randn(self.dim, dtype=torch.float64).cpu()
         x = self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)
         return x.float().to(noise.device)
