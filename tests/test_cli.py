@@ -187,8 +187,8 @@ def test_quick_demo_is_described_the_same_in_readme_and_help(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     helptext = " ".join(capsys.readouterr().out.split())
-    assert "20-second smoke run" in helptext
-    assert "`errprop demo --quick` is a 20-second smoke run" in (ROOT / "README.md").read_text()
+    assert "30-second smoke run" in helptext
+    assert "`errprop demo --quick` is a 30-second smoke run" in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("cmd", ["sample", "diagnose", "evaluate"])

@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = command("demo", "the whole experiment on built-in data, with a report (≈ 3 min on 2 cores)")
     d.add_argument("--out", help="output folder; default: runs/demo-<time>")
     d.add_argument("--quick", action="store_true",
-                   help="a 20-second smoke run of every stage (its numbers are not meaningful)")
+                   help="a 30-second smoke run of every stage (its numbers are not meaningful)")
     d.add_argument("--jobs", type=_positive, metavar="N",
                    help="worker processes (one thread each); default: one per core")
     d.set_defaults(fn=cmd_demo)
