@@ -273,41 +273,68 @@ def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, executor: Ex
                desc=f"train ({where})", unit="step", dynamic_ncols=True, mininterval=1.0)
     log(f"[study] {len(todo)} trainings and measurements and the exact denoiser's in {where}")
     futures: dict = {}
+    stop: list[int] = []  # the signal that asked this process to stop, once one has
+    with _stop_signals(stop):
+        try:
+            # Longest first (LPT): the last units to finish are then short ones, not an EP training
+            # alone on one core while the others idle. The order cannot change any number.
+            todo = sorted(todo, key=lambda u: -_cost(u.cfg))
+            futures = {executor.submit(_train_and_measure, u, settings, False, threads): u for u in todo}
+            futures |= {executor.submit(_measure_exact, settings.base, settings, s, threads): s
+                        for s in settings.seeds}
+            pending = set(futures)
+            while pending and not stop:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    if stop:  # a worker stopped by the same Ctrl-C: its checkpoint is saved
+                        break
+                    what = futures[f]
+                    if isinstance(what, _Unit):
+                        done[(what.arm.name, what.seed)] = f.result()  # re-raises a worker's error
+                        with tqdm.external_write_mode():
+                            log(f"[study] {what.arm.label}, seed {what.seed}: trained and measured")
+                    else:
+                        exact[what] = f.result()
+                bar.n = sum(min(_steps_done(u.run), u.cfg.train.steps) for u in todo)
+                bar.refresh()
+            if stop:
+                raise KeyboardInterrupt
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            if own:
+                # Ctrl-C reaches the workers too (same process group); a kill of this process alone
+                # does not: stop them, so that each saves its checkpoint for the rerun. SIGTERM, not
+                # a second SIGINT, which means "quit without saving" to a training.
+                for p in list(getattr(executor, "_processes", {}).values()):
+                    with contextlib.suppress(OSError):
+                        os.kill(p.pid, signal.SIGTERM)
+            raise
+        finally:
+            bar.close()
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: list[int]):
+    """While the workers run, SIGINT/SIGTERM to this process are noted in ``stop`` (the loop then
+    stops the workers, waits for their checkpoints and raises KeyboardInterrupt) instead of
+    interrupting whatever line runs — e.g. the reading of a worker's result."""
+    def note(signum, frame):
+        stop.append(signum)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, note)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
-        # Longest first (LPT): the last units to finish are then short ones, not an EP training
-        # alone on one core while the others idle. The order cannot change any number.
-        todo = sorted(todo, key=lambda u: -_cost(u.cfg))
-        futures = {executor.submit(_train_and_measure, u, settings, False, threads): u for u in todo}
-        futures |= {executor.submit(_measure_exact, settings.base, settings, s, threads): s
-                    for s in settings.seeds}
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for f in finished:
-                what = futures[f]
-                if isinstance(what, _Unit):
-                    done[(what.arm.name, what.seed)] = f.result()  # re-raises a worker's error
-                    with tqdm.external_write_mode():
-                        log(f"[study] {what.arm.label}, seed {what.seed}: trained and measured")
-                else:
-                    exact[what] = f.result()
-            bar.n = sum(min(_steps_done(u.run), u.cfg.train.steps) for u in todo)
-            bar.refresh()
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        if own:
-            # Ctrl-C reaches the workers too (same process group); a kill of this process alone
-            # does not: stop them, so that each saves its checkpoint for the rerun. SIGTERM, not a
-            # second SIGINT, which means "quit without saving" to a training.
-            for p in list(getattr(executor, "_processes", {}).values()):
-                with contextlib.suppress(OSError):
-                    os.kill(p.pid, signal.SIGTERM)
-        raise
+        yield
     finally:
-        bar.close()
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------- summarising
