@@ -18,3 +18,14 @@ FULL = os.environ.get("ERRPROP_FULL") == "1"
 def full_size() -> bool:
     """True when slow tests should run at full size."""
     return FULL
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test module of tiny tensors (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): a second thread only adds synchronisation, which
+    costs ~10× on a loaded two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

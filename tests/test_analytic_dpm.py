@@ -13,14 +13,7 @@ from errprop.noise import Noise
 from errprop.process import VPProcess
 from errprop.samplers import sample
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation (see tests/diagnostics)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def one_gaussian(a: float, dim: int = 4) -> GaussianMixture:

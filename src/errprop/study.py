@@ -145,10 +145,6 @@ class _Unit:
     cfg: config_mod.Config
     run: Path
 
-    @property
-    def key(self) -> dict:
-        return {"config": self.cfg.to_dict()}
-
 
 def _units(out: Path, arms: Sequence[Arm], settings: Settings) -> list[_Unit]:
     units = []

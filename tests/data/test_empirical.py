@@ -10,13 +10,7 @@ from errprop.generate import run_chains
 from errprop.grids import make_grid
 from errprop.process import VEProcess, VPProcess
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(points: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

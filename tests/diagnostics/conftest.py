@@ -2,12 +2,8 @@
 a second thread only adds synchronisation, which costs ~10× on a loaded two-core machine."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # the shared fixture of tests/conftest.py, for every test here
     yield
-    torch.set_num_threads(before)
