@@ -1,5 +1,6 @@
 """Studies: paired arms over seeds, cached and resumable, refusing to reuse a different run."""
 
+import json
 
 import pytest
 
@@ -104,3 +105,54 @@ def test_a_dask_cluster_runs_the_same_study(sequential, tmp_path):
                   executor=client.get_executor())
     assert any("ClientExecutor" in m for m in logs)
     assert (tmp_path / "study.json").read_bytes() == sequential
+
+
+def test_budgets_measure_the_checkpoints_of_one_training(tmp_path):
+    """A budget's measurement is that of the checkpoint at that step: equal to a study trained
+    only that far (the learning rate is constant after warm-up, so a longer run passes through it)."""
+    arms = [Arm("baseline", "base", [])]
+    long = Settings(base=BASE[:-2] + ["train.steps=20", "train.ckpt_every=10", "train.keep_last=2"],
+                    budgets=[10], **TINY)
+    r = run_study(tmp_path / "long", arms, long, progress=False, log=lambda m: None)
+    short = Settings(base=BASE[:-2] + ["train.steps=10", "train.ckpt_every=10"], **TINY)
+    s = run_study(tmp_path / "short", arms, short, progress=False, log=lambda m: None)
+    same = json.dumps  # (compares NaN with NaN as equal)
+    assert same(r["results_at"][10]["baseline"]) == same(s["results"]["baseline"])
+    assert same(r["results"]["baseline"]) != same(s["results"]["baseline"])  # the last budget: another model
+    assert same(r["summary"]["budgets"][10]["arms"]["baseline"]) == same(s["summary"]["arms"]["baseline"])
+
+
+def test_budgets_must_be_kept_checkpoints(tmp_path):
+    arms = [Arm("baseline", "base", [])]
+    for base, budgets, match in [(["train.ckpt_every=10"], [15], "multiple of train.ckpt_every"),
+                                 (["train.ckpt_every=10"], [20], "below train.steps"),
+                                 (["train.ckpt_every=5", "train.keep_last=2"], [5], "keep_last must be ≥ 4")]:
+        s = Settings(base=BASE[:-2] + ["train.steps=20", *base], budgets=budgets, **TINY)
+        with pytest.raises(ErrpropError, match=match):
+            run_study(tmp_path, arms, s, progress=False, log=lambda m: None)
+
+
+def test_a_cache_of_other_training_numerics_is_retrained(tmp_path, monkeypatch):
+    import errprop.study as study_mod
+
+    arms = [Arm("baseline", "base", [])]
+    s = Settings(base=BASE, **TINY)
+    run_study(tmp_path, arms, s, progress=False, log=lambda m: None)
+    logs = []
+    monkeypatch.setattr(study_mod, "NUMERICS", study_mod.NUMERICS + 1)
+    run_study(tmp_path, arms, s, progress=False, log=logs.append)
+    assert any("training" in m for m in logs)  # not paired with the old numbers
+
+
+def test_mixtures_and_arms_by_name():
+    from errprop.study import mixture, objective_arms
+
+    assert mixture("random512")[1] == 512 and mixture("ring8")[1] == 2
+    for bad in ("random0", "random", "moons"):
+        with pytest.raises(ErrpropError, match="unknown mixture"):
+            mixture(bad)
+    names = [a.name for a in objective_arms(16, ["ep", "sa2"])]
+    assert names == ["baseline", "sa2", "ep"]
+    assert "loss.ep.lam=16.0" in objective_arms(16, ["ep"])[1].overrides
+    with pytest.raises(ErrpropError, match="unknown arm"):
+        objective_arms(2, ["sa9"])

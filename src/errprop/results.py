@@ -20,6 +20,21 @@ def markdown_table(rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in body)]
 
 
+def write_study_summary(folder: str | Path, study: dict, arms, settings, command: str) -> Path:
+    """``folder/study.json``: a study's settings, arms and summary — no per-seed raw data, which
+    stays in the run folder — and ``folder/provenance.json`` (command, commit, machine, date); what
+    the claims table (:func:`errprop.findings.claim_row`) reads. Returns the study.json path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summ = {k: v for k, v in study["summary"].items() if k != "budgets"}
+    atomic_write_text(folder / "study.json", json.dumps(to_jsonable(
+        {"settings": vars(settings), "arms": [vars(a) for a in arms], "summary": summ}), indent=1))
+    prov = provenance()
+    atomic_write_text(folder / "provenance.json", json.dumps(
+        {"command": command, **{k: prov[k] for k in ("commit", "machine", "date", "cpu")}}, indent=1))
+    return folder / "study.json"
+
+
 def write_result(out_dir: str | Path, name: str, title: str, command: str, data: dict,
                  table: list[list[str]], notes: str = "") -> dict:
     """Write ``out_dir/name.json`` (``data`` + provenance + command) and ``name.md`` (title,

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import checkpoint
 from . import config as config_mod
 from .builders import build_process, load_data, load_run
 from .data.gmm import GaussianMixture
@@ -49,7 +50,7 @@ from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import holm, paired, summary
 from .streams import default_dtype, draw_data, reference_sets
-from .train import read_metrics, train_to_end
+from .train import NUMERICS, read_metrics, train_to_end
 
 _MMD_N = 1000
 
@@ -63,6 +64,47 @@ class Arm:
     overrides: list[str]
 
 
+def mixture(name: str) -> tuple[list[str], int, str]:
+    """The experiments' mixtures by name: ``ring8``, ``grid25`` (2-D) and ``randomD`` — 8 random
+    Gaussians in D dimensions (mixture seed 0), any D ≥ 1. Returns (config overrides, D, label)."""
+    if name == "ring8":
+        return ["data.name=ring8"], 2, "ring of 8 Gaussians (2-D)"
+    if name == "grid25":
+        return ["data.name=grid25"], 2, "5×5 grid of Gaussians (2-D)"
+    if name.startswith("random") and name[6:].isdigit() and int(name[6:]) >= 1:
+        d = int(name[6:])
+        return (["data.name=random", f"data.dim={d}", "data.components=8", "data.mixture_seed=0"], d,
+                f"random mixture of 8 Gaussians in {d}-D")
+    raise ErrpropError(f"unknown mixture {name!r}: ring8, grid25 or randomD (e.g. random16)")
+
+
+def objective_arms(dim: int, names: Sequence[str] | None = None) -> list[Arm]:
+    """The objectives the experiments compare, each at its paper's or released code's balance: SA
+    at the code's λ (K = 2) and the paper's table (K = 3, 4; relative τ), SA-2 with the baseline's
+    uniform t (SA's code draws t antithetically: this arm isolates the objective), EP at the code's
+    balance (λ = D, data dimension ``dim``), DDPM-IP at its usual γ. ``names`` picks some, in this
+    order; the baseline always comes first."""
+    arms = [
+        Arm("baseline", "baseline (ε-loss)", ["loss.name=simple"]),
+        Arm("sa2", "SA-2 (λ=1, code)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0"]),
+        Arm("sa2_uniform", "SA-2 (λ=1, uniform t)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0",
+                                                     "loss.sa.t_sampling=uniform"]),
+        Arm("sa3", "SA-3 (λ=0.3, paper)", ["loss.name=sa", "loss.sa.K=3", "loss.sa.lam=0.3"]),
+        Arm("sa4", "SA-4 (λ=0.2, paper)", ["loss.name=sa", "loss.sa.K=4", "loss.sa.lam=0.2"]),
+        Arm("sa2_tau", "SA-2 (λ=1, relative τ)", ["loss.name=sa", "loss.sa.K=2", "loss.sa.lam=1.0",
+                                                  "loss.sa.tau=relative"]),
+        Arm("ep", f"EP (L=5, λ=D={dim})", ["loss.name=ep", "loss.ep.L=5", f"loss.ep.lam={dim}.0"]),
+        Arm("ip", "DDPM-IP (γ=0.1)", ["loss.name=simple", "loss.input_perturbation=0.1"]),
+    ]
+    if names is None:
+        return arms
+    unknown = set(names) - {a.name for a in arms}
+    if unknown:
+        raise ErrpropError(f"unknown arm(s) {', '.join(sorted(unknown))}; known: "
+                           f"{', '.join(a.name for a in arms)}")
+    return [a for a in arms if a.name == "baseline" or a.name in names]
+
+
 @dataclass
 class Settings:
     """What a study trains and measures (the same for every arm)."""
@@ -74,9 +116,13 @@ class Settings:
     n: int = 2000  # samples per quality setting
     diag_steps: int = 20  # DDPM steps of the error-propagation chain
     n_diag: int = 1000
+    # Earlier training steps measured too (each a saved checkpoint of the same run: one long
+    # training per arm × seed, scored along the way — a model's quality against its budget).
+    budgets: list[int] = field(default_factory=list)
 
     def key(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "seeds"}
+        # budgets only when asked for, so that studies without them keep their caches
+        return {k: v for k, v in vars(self).items() if k != "seeds" and (k != "budgets" or v)}
 
 
 # --------------------------------------------------------------------------------- measuring
@@ -162,7 +208,9 @@ def _cached(unit: _Unit, settings: Settings) -> dict | None:
         return None
     cached = json.loads(cache.read_text())
     old = cached.get("key") if isinstance(cached.get("key"), dict) else {}
-    if old.get("settings") == settings.key() and config_mod.same(old.get("config"), unit.cfg):
+    # A model trained by other training numerics is retrained, never paired with today's arms.
+    if (old.get("settings") == settings.key() and config_mod.same(old.get("config"), unit.cfg)
+            and old.get("numerics") == NUMERICS):
         return cached
     return None
 
@@ -177,8 +225,12 @@ def _train_and_measure(unit: _Unit, settings: Settings, progress: bool, threads:
     train_s = time.perf_counter() - t0
     r = load_run(unit.run)
     res = measure(r.denoiser, r.process, mixture, settings, unit.seed)
-    cached = {"key": {"settings": settings.key(), "config": unit.cfg.to_dict()}, "result": res,
-              "train_seconds": train_s}
+    at = {}
+    for b in settings.budgets:
+        rb = load_run(checkpoint.checkpoint_path(unit.run, b))
+        at[b] = measure(rb.denoiser, rb.process, mixture, settings, unit.seed)
+    cached = {"key": {"settings": settings.key(), "config": unit.cfg.to_dict(), "numerics": NUMERICS},
+              "result": res, "at": at, "train_seconds": train_s}
     atomic_write_text(unit.run / "study.json", json.dumps(cached))
     return cached
 
@@ -212,6 +264,7 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
         raise ErrpropError("a study needs Gaussian-mixture data (exact metrics); got "
                            f"data.name {base_cfg.data.name!r}")
     units = _units(out, arms, settings)
+    _check_budgets(units[0].cfg, settings)
     done = {(u.arm.name, u.seed): c for u in units if (c := _cached(u, settings)) is not None}
     todo = [u for u in units if (u.arm.name, u.seed) not in done]
     exact: dict = {}
@@ -228,20 +281,44 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
     else:
         _run_parallel(todo, settings, jobs, executor, threads, progress, log, done, exact)
     results: dict = {"exact": {}, "floor": {}}
+    at: dict = {b: {"exact": results["exact"], "floor": results["floor"]} for b in settings.budgets}
     times: dict = {}
     for u in units:  # assembled in one fixed order, whatever order the units finished in
-        results.setdefault(u.arm.name, {})[u.seed] = done[(u.arm.name, u.seed)]["result"]
-        times.setdefault(u.arm.name, []).append(done[(u.arm.name, u.seed)]["train_seconds"])
+        d = done[(u.arm.name, u.seed)]
+        results.setdefault(u.arm.name, {})[u.seed] = d["result"]
+        for b in settings.budgets:  # JSON turned the budgets into strings
+            at[b].setdefault(u.arm.name, {})[u.seed] = d["at"].get(b, d["at"].get(str(b)))
+        times.setdefault(u.arm.name, []).append(d["train_seconds"])
     for seed in settings.seeds:
         results["exact"][seed], results["floor"][seed] = exact[seed]
     summary_ = summarize(results, arms, settings)
+    if settings.budgets:
+        summary_["budgets"] = {b: summarize(at[b], arms, settings) for b in settings.budgets}
     atomic_write_text(out / "study.json", json.dumps(
         {"settings": vars(settings), "arms": [vars(a) for a in arms], "results": to_jsonable(results),
+         **({"results_at": to_jsonable({b: {k: v for k, v in r.items() if k not in ("exact", "floor")}
+                                        for b, r in at.items()})} if settings.budgets else {}),
          "summary": to_jsonable(summary_)}, indent=1))
     # Wall-clock lives apart from the numbers, so that two runs of a study give identical study.json.
     summary_["train_seconds"] = {a: summary(v) for a, v in times.items()}
     atomic_write_text(out / "timing.json", json.dumps(summary_["train_seconds"], indent=1))
-    return {"results": results, "summary": summary_}
+    return {"results": results, "summary": summary_,
+            **({"results_at": at} if settings.budgets else {})}
+
+
+def _check_budgets(cfg: config_mod.Config, settings: Settings) -> None:
+    """Every budget must be a checkpoint the training saves and keeps until it is measured."""
+    tc = cfg.train
+    for b in settings.budgets:
+        if not 0 < b < tc.steps or b % tc.ckpt_every:
+            raise ErrpropError(f"study budget {b}: must be below train.steps ({tc.steps}) and a "
+                               f"multiple of train.ckpt_every ({tc.ckpt_every})")
+    if settings.budgets:
+        kept = (tc.steps - min(settings.budgets)) // tc.ckpt_every + 1
+        if tc.keep_last < kept:
+            raise ErrpropError(f"study budgets from {min(settings.budgets)} steps: train.keep_last must "
+                               f"be ≥ {kept} to keep those checkpoints until they are measured "
+                               f"(it is {tc.keep_last})")
 
 
 def _cost(cfg: config_mod.Config) -> float:

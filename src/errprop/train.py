@@ -44,6 +44,12 @@ from .keys import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 from .noise import Noise, stream_seeds
 from .provenance import has_amx
 
+#: The version of the training numerics: bump it with any change that alters what a given config
+#: and seed train to (the noise streams, the order of draws, the loss reductions, the optimiser).
+#: Cached study results carry it, and a study retrains an arm whose cache was made by another
+#: version rather than pair it with today's arms.
+NUMERICS = 1
+
 
 def pick_device(name: str) -> torch.device:
     """``auto`` → CUDA if available, else CPU; otherwise the named device (checked)."""

@@ -1,0 +1,85 @@
+"""E4 — does SA's or EP's gain survive as the model converges? And E6 — does it survive a better solver?
+
+One long training per objective × seed on a Gaussian mixture (exact ground truth), scored at
+checkpoints spaced ×2 (e.g. 1k, 2k, … 16k steps) with DDIM, DPM-Solver++ 2M and UniPC-2 at 5–50
+network evaluations, beside the exact denoiser on the same grids. The exact denoiser's error is the
+discretization part; the model's excess over it is the learned part. Primary endpoints, declared
+here before the run: the median excess cross-entropy at 10 DDIM steps at the last budget (E4) and at
+10 NFE of DPM-Solver++ 2M and UniPC-2 (E6). Compute-matched comparisons come from the checkpoints:
+an arm at budget b against the baseline at the smallest budget that costs at least as much.
+
+    python experiments/e4_budget.py --data ring8 --seeds 5 --steps 16000
+    python experiments/e4_budget.py --data random16 --seeds 5 --steps 4000
+    python experiments/e4_budget.py --data ring8 --seeds 2 --quick   # smoke run
+
+Resumable: rerun the same command after an interruption. Writes ``<out>/<data>/`` (runs,
+study.json) and the result files ``docs/results/e4_budget_<data>.*`` and ``e6_solvers_<data>.*``
+(:mod:`errprop.budget_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from errprop.demo import default_jobs
+from errprop.study import Settings, mixture, objective_arms, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
+SAMPLERS = ["ddim", "dpmpp_2m", "unipc_2"]
+
+
+def budgets(steps: int, first: int) -> list[int]:
+    """The checkpoints measured before the last: first, 2·first, 4·first, … below ``steps``."""
+    out, b = [], first
+    while b < steps:
+        out.append(b)
+        b *= 2
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="ring8", help="ring8, grid25 or randomD (e.g. random16)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    p.add_argument("--steps", type=int, default=16000, help="training steps of every arm (the last budget)")
+    p.add_argument("--first", type=int, default=1000, help="the first budget measured; then ×2 up to --steps")
+    p.add_argument("--only", default=None, help="comma-separated arm names (baseline is always run)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "e4"))
+    p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
+    p.add_argument("--quick", action="store_true", help="tiny smoke run; numbers not meaningful")
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="single-thread worker processes (default: one per core)")
+    a = p.parse_args()
+    data, dim, label = mixture(a.data)
+    arms = objective_arms(dim, a.only.split(",") if a.only else ARMS)
+    steps, first = (200, 50) if a.quick else (a.steps, a.first)
+    if steps % first:
+        p.error(f"--steps {steps} must be a multiple of --first {first}")
+    settings = Settings(
+        base=data + ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3",
+                     "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100",
+                     f"train.steps={steps}", f"train.ckpt_every={first}",
+                     f"train.keep_last={steps // first}"],
+        seeds=list(range(a.seeds)), samplers=SAMPLERS,
+        sampling_steps=[5, 10] if a.quick else [5, 10, 20, 50],
+        n=300 if a.quick else 2000, diag_steps=10 if a.quick else 20, n_diag=200 if a.quick else 1000,
+        budgets=budgets(steps, first))
+    torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
+    out = Path(a.out) / (a.data + ("-quick" if a.quick else ""))
+    study = run_study(out, arms, settings, progress=False, jobs=a.jobs)
+    command = shlex.join(["python", "experiments/e4_budget.py", *sys.argv[1:]])
+    docs = Path(a.docs) if not a.quick else out
+    from errprop.budget_report import write_budget_results  # (imported late: a long run's code)
+
+    for path in write_budget_results(out, docs, study, arms, settings, a.data, label, command):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
