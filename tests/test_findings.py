@@ -1,6 +1,7 @@
 """Generated findings: one verdict rule, blocks rebuilt from result files, --check catches an edit."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from errprop.errors import ErrpropError
-from errprop.findings import blocks, regenerate, verdict
+from errprop.findings import BLOCK, blocks, regenerate, verdict
 from errprop.results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +106,29 @@ def test_an_older_result_without_a_stored_table_is_quoted_from_its_markdown(tmp_
     (tmp_path / "old.md").unlink()
     with pytest.raises(ErrpropError, match="no table"):
         render("table", "old", tmp_path)
+
+
+# A typed finding: a decimal, or a count with a unit of measurement ("1.41×", "222 s", "5 seeds").
+_TYPED = re.compile(r"\d+\.\d+|\b\d[\d,]*\s*(?:%|×|s\b|nats\b|FD\b|seeds?\b|steps?\b|images\b|min\b)")
+
+
+def _prose(text: str) -> str:
+    """``text`` without its generated blocks and code spans."""
+    text = BLOCK.sub("", text)
+    return re.sub(r"`[^`]*`", "", text)
+
+
+@pytest.mark.parametrize("doc", ["README.md#Results", "docs/findings.md"])
+def test_no_finding_is_typed_outside_a_generated_block(doc):
+    path, _, section = doc.partition("#")
+    text = (ROOT / path).read_text()
+    if section:
+        text = text[text.index(f"## {section}"):]
+        nxt = text.find("\n## ", 3)
+        text = text if nxt < 0 else text[:nxt]
+    typed = _TYPED.findall(_prose(text))
+    assert not typed, f"{doc}: numbers typed by hand outside generated blocks: {typed}"
+
+
+def test_the_typed_finding_check_can_fail():
+    assert _TYPED.findall(_prose("SA-2 lost 1.41× and took 222 s over 5 seeds\n`ok 3.2`"))

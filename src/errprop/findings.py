@@ -44,9 +44,26 @@ def verdict(lo: float, hi: float, claimed: str) -> str:
     return UNDECIDED
 
 
+def provenance_of(payload: dict) -> dict:
+    """Command, commit, machine and date of a result file, wherever its writer put them: at the top
+    (:func:`errprop.results.write_result`), or in an older ``machine`` / ``meta`` dictionary."""
+    out = {k: payload.get(k) for k in ("command", "commit", "machine", "date")}
+    for key in ("machine", "meta"):
+        inner = payload.get(key)
+        if isinstance(inner, dict):
+            out = {k: out[k] if isinstance(out[k], str) else inner.get(k) for k in out}
+            if not isinstance(out["machine"], str):
+                cores = f", {inner['cores']} cores" if "cores" in inner else ""
+                out["machine"] = f"{inner.get('cpu', '?')}{cores}, torch {inner.get('torch', '?')}"
+    return {k: v if isinstance(v, str) and v else "?" for k, v in out.items()}
+
+
 def _source(payload: dict, name: str) -> str:
-    return (f"Source: `docs/results/{name}.json` — `{payload.get('command', '?')}`, commit "
-            f"{payload.get('commit', '?')}, {payload.get('machine', '?')}, {payload.get('date', '?')}.")
+    p = provenance_of(payload)
+    if p["command"] == "?" and p["commit"] == "?":  # an old result file: its Markdown names them
+        return f"Source: `docs/results/{name}.json` (command, commit, machine and date: `{name}.md`)."
+    return (f"Source: `docs/results/{name}.json` — `{p['command']}`, commit {p['commit']}, "
+            f"{p['machine']}, {p['date']}.")
 
 
 # ------------------------------------------------------------------------------------ renderers
@@ -73,7 +90,7 @@ def render_demo_timing(payload: dict, name: str) -> str:
 def render_table(payload: dict, name: str) -> str:
     """A result file's own table (``table``: header + rows) and notes."""
     table = payload.get("table")
-    if table:
+    if isinstance(table, list) and table:
         notes = payload.get("notes", "")
         body = "\n".join(markdown_table(table)) + (f"\n\n{notes}" if notes else "")
     else:  # a result written before tables were stored in the JSON: its own Markdown, less the header
