@@ -375,3 +375,41 @@ def test_unsupported_schedulers_are_one_line_errors(tmp_path, capsys, sched, mes
     assert main(["sample", f"diffusers:{folder}", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("sched", [
+    DDPMScheduler(variance_type="fixed_large", prediction_type="v_prediction"),
+    DDIMScheduler(clip_sample=False, timestep_spacing="trailing"),
+    DPMSolverMultistepScheduler(),
+    DPMSolverMultistepScheduler(solver_order=3, use_karras_sigmas=True, lower_order_final=False),
+    DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", timestep_spacing="leading", steps_offset=1),
+    UniPCMultistepScheduler(disable_corrector=[0, 3]),
+    UniPCMultistepScheduler(solver_order=3, use_exponential_sigmas=True, thresholding=True),
+    EulerDiscreteScheduler(), EulerAncestralDiscreteScheduler(timestep_spacing="trailing"),
+    HeunDiscreteScheduler(use_karras_sigmas=True),
+], ids=lambda v: type(v).__name__)
+def test_export_writes_the_scheduler_of_the_runs_sampler(tmp_path, sched):
+    """Load → export → load gives the same sampler settings and process: export writes the scheduler
+    a diffusers user gets the same sampling from, not DDIM/DDPM only."""
+    from errprop.diffusers_io import write_pipeline
+
+    run = load_diffusers(f"diffusers:{_save(tmp_path / 'm', sched)}")
+    out = write_pipeline(run, tmp_path / "export")
+    again = load_diffusers(f"diffusers:{out}")
+    assert dataclasses.asdict(again.config.sample) == dataclasses.asdict(run.config.sample)
+    assert dataclasses.asdict(again.config.process) == dataclasses.asdict(run.config.process)
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == \
+        type(sched).__name__
+
+
+def test_export_names_a_sampler_without_a_diffusers_scheduler(tmp_path):
+    from errprop.diffusers_io import scheduler_config
+
+    run = load_diffusers(f"diffusers:{_save(tmp_path / 'm', DDIMScheduler())}")
+    for field, value, message in [("sampler", "analytic", "sampler 'analytic' has no diffusers scheduler"),
+                                  ("grid", "quadratic", "sample.grid 'quadratic' has no diffusers")]:
+        cfg = dataclasses.replace(run.config, sample=dataclasses.replace(
+            run.config.sample, sampler="dpmpp_2m" if field == "grid" else value,
+            **({"grid": value} if field == "grid" else {})))
+        with pytest.raises(ErrpropError, match=message):
+            scheduler_config(cfg)

@@ -297,11 +297,69 @@ def unet_from_config(unet_config: dict, class_label: int | None = None) -> nn.Mo
     return DiffusersUNet(UNet2DModel.from_config(config), class_label)
 
 
+def scheduler_config(cfg) -> tuple[str, dict]:
+    """The diffusers scheduler class name and settings that sample as ``cfg.sample`` does — the
+    inverse of what loading a folder reads (:func:`config_from_diffusers`), for every errprop sampler
+    with a diffusers counterpart; any other is a one-line error naming it."""
+    p, sc = cfg.process, cfg.sample
+    if p.kind != "vp":
+        raise ErrpropError("export: only VP (DDPM) processes have a diffusers scheduler")
+    schedule = {v: k for k, v in _NAMED.items()}.get(p.schedule)
+    if schedule is None and p.schedule != "trained":
+        raise ErrpropError(f"export: β schedule {p.schedule!r} has no diffusers name; retrain with a "
+                           "diffusers schedule")
+    inverse = {v: k for k, v in PREDICTION.items()}
+    kwargs: dict = {"num_train_timesteps": p.T, "beta_start": p.beta_start, "beta_end": p.beta_end,
+                    "beta_schedule": schedule or "linear",
+                    "trained_betas": list(p.betas) if p.schedule == "trained" else None,
+                    "prediction_type": inverse[cfg.model.parameterization],
+                    "timestep_spacing": sc.spacing.removesuffix("_multistep"),
+                    "steps_offset": sc.steps_offset}
+    sampler = sc.sampler
+    if sampler in ("ddim", "ddpm"):
+        kwargs |= {"clip_sample": bool(sc.clip_sample) if sc.clip_sample is not None else True,
+                   "clip_sample_range": sc.clip_sample_range, "thresholding": sc.thresholding,
+                   "dynamic_thresholding_ratio": sc.dynamic_thresholding_ratio,
+                   "sample_max_value": sc.sample_max_value}
+        if sampler == "ddpm":
+            return "DDPMScheduler", kwargs | {"variance_type": {"small": "fixed_small",
+                                                                "large": "fixed_large"}[sc.variance]}
+        return "DDIMScheduler", kwargs
+    dpm, unipc = "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"
+    multistep = {"dpmpp_2m": (dpm, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+                 "dpmpp_3m": (dpm, {"algorithm_type": "dpmsolver++", "solver_order": 3}),
+                 "dpmpp_2m_sde": (dpm, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+                 "unipc_2": (unipc, {"solver_order": 2}), "unipc_3": (unipc, {"solver_order": 3}),
+                 "euler": ("EulerDiscreteScheduler", {}),
+                 "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+                 "heun": ("HeunDiscreteScheduler", {})}
+    if sampler not in multistep:
+        raise ErrpropError(f"export: sampler {sampler!r} has no diffusers scheduler; set sample.sampler "
+                           f"to one of ddim, ddpm, {', '.join(multistep)}")
+    if sc.grid not in ("uniform", "exponential") and not (sc.grid == "edm" and sc.rho == 7.0):
+        rho = f" with rho {sc.rho}" if sc.grid == "edm" else ""
+        raise ErrpropError(f"export: sample.grid {sc.grid!r}{rho} has no diffusers setting (uniform, "
+                           "exponential, or edm with rho 7: Karras σ)")
+    cls, extra = multistep[sampler]
+    kwargs |= extra
+    if sc.grid == "edm":
+        kwargs["use_karras_sigmas"] = True
+    elif sc.grid == "exponential":
+        kwargs["use_exponential_sigmas"] = True
+    if cls in (dpm, unipc):
+        kwargs["lower_order_final"] = sc.lower_order_final
+        kwargs |= {"thresholding": sc.thresholding, "sample_max_value": sc.sample_max_value,
+                   "dynamic_thresholding_ratio": sc.dynamic_thresholding_ratio}
+        if cls == unipc:
+            kwargs["disable_corrector"] = list(sc.disable_corrector)
+    return cls, kwargs
+
+
 def write_pipeline(run, out: object) -> Path:
     """Write a loaded run (:class:`errprop.builders.Run`) with a diffusers UNet as a ``DDPMPipeline``
-    folder (``unet/``, ``scheduler/``, ``model_index.json``); returns ``out``. The run-level entry
-    point is :func:`errprop.builders.export_diffusers`."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    folder (``unet/``, ``scheduler/`` with the scheduler of the run's sampler, ``model_index.json``);
+    returns ``out``. The run-level entry point is :func:`errprop.builders.export_diffusers`."""
+    import diffusers
 
     from .files import make_dir, write_json
 
@@ -309,36 +367,16 @@ def write_pipeline(run, out: object) -> Path:
     if cfg.model.net != "diffusers":
         raise ErrpropError(f"export: {run.path} has an errprop {cfg.model.net!r} network; only runs started "
                            "from a diffusers model (train --init diffusers:PATH) export to diffusers")
-    if cfg.process.kind != "vp":
-        raise ErrpropError("export: only VP (DDPM) processes have a diffusers scheduler")
+    cls, kwargs = scheduler_config(cfg)
     out = make_dir(model_folder(out), "--to diffusers")
-    inverse = {v: k for k, v in PREDICTION.items()}
-    p, sc = cfg.process, cfg.sample
-    schedule = {v: k for k, v in _NAMED.items()}.get(p.schedule)
-    if schedule is None and p.schedule != "trained":
-        raise ErrpropError(f"export: β schedule {p.schedule!r} has no diffusers name; retrain with a "
-                           "diffusers schedule")
-    kwargs = {"num_train_timesteps": p.T, "beta_start": p.beta_start, "beta_end": p.beta_end,
-              "beta_schedule": schedule or "linear",
-              "trained_betas": list(p.betas) if p.schedule == "trained" else None,
-              "prediction_type": inverse[cfg.model.parameterization],
-              "clip_sample": bool(sc.clip_sample) if sc.clip_sample is not None else True,
-              "clip_sample_range": sc.clip_sample_range, "thresholding": sc.thresholding,
-              "dynamic_thresholding_ratio": sc.dynamic_thresholding_ratio,
-              "sample_max_value": sc.sample_max_value, "timestep_spacing": sc.spacing,
-              "steps_offset": sc.steps_offset}
-    if sc.sampler == "ddim":
-        scheduler = DDIMScheduler(**kwargs)
-    else:
-        scheduler = DDPMScheduler(**kwargs, variance_type={"small": "fixed_small", "large": "fixed_large"}[
-            sc.variance])
+    scheduler = getattr(diffusers, cls)(**kwargs)
     try:
         run.denoiser.net.unet.save_pretrained(str(out / "unet"))
         scheduler.save_pretrained(str(out / "scheduler"))
     except OSError as e:
         raise ErrpropError(f"export: cannot write {out}: {e.strerror or e}") from None
     write_json(out / "model_index.json", {"_class_name": "DDPMPipeline", "_diffusers_version": _version(),
-                                          "scheduler": ["diffusers", type(scheduler).__name__],
+                                          "scheduler": ["diffusers", cls],
                                           "unet": ["diffusers", "UNet2DModel"]})
     return out
 
