@@ -25,11 +25,20 @@ PRESETS = ("ring8", "grid25", "random")
 
 @dataclass
 class Posterior:
-    """x0 | x̂ ~ Σ_k r_k N(m_k, V_k): responsibilities (n, K), means (n, K, d), covs (n, K, d, d)."""
+    """x0 | x̂ ~ Σ_k r_k N(m_k, V_k): responsibilities (n, K), means (n, K, d), and the covariances
+    V_k = Q_k diag(v) Q_kᵀ kept factored — eigenvectors ``basis`` (K, d, d), eigenvalues ``eig``
+    (n, K, d) — so that high dimensions never hold n·K·d² numbers unless ``covs`` is asked for."""
 
     resp: torch.Tensor
     means: torch.Tensor
-    covs: torch.Tensor
+    basis: torch.Tensor
+    eig: torch.Tensor
+
+    @property
+    def covs(self) -> torch.Tensor:
+        """V_k per sample (n, K, d, d)."""
+        Q = self.basis[None]
+        return (Q * self.eig[:, :, None, :]) @ Q.transpose(-1, -2)
 
 
 class GaussianMixture:
@@ -54,6 +63,11 @@ class GaussianMixture:
                 f"means {(K, d)}, covs {tuple(self.covs.shape)}"
             )
         self._chol = torch.linalg.cholesky(self.covs)
+        # Σ_k = Q_k diag(λ_k) Q_kᵀ: every noised covariance Σ_k + σ² I shares Q_k, so the closed forms
+        # below cost O(n·K·d²) time and O(n·K·d) memory at any σ per sample (no per-sample d×d solves).
+        self._lam, self._Q = torch.linalg.eigh((self.covs + self.covs.transpose(1, 2)) / 2)
+        if (self._lam <= 0).any():
+            raise ErrpropError("GaussianMixture: a component covariance is not positive definite")
 
     @property
     def dim(self) -> int:
@@ -104,7 +118,11 @@ class GaussianMixture:
         u = noise.rand(1, dtype=torch.float64)[:, 0].cpu()
         k = torch.searchsorted(self._cum_weights, u.contiguous()).clamp(max=len(self.weights) - 1)
         z = noise.randn(self.dim, dtype=torch.float64).cpu()
-        x = self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)
+        # component by component: gathering a d×d factor per sample would hold n·d² numbers
+        x = torch.empty_like(z)
+        for j in k.unique().tolist():
+            rows = (k == j).nonzero().squeeze(1)
+            x[rows] = self.means[j] + z[rows] @ self._chol[j].T
         return x.float().to(noise.device)
 
     def sample_n(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -116,26 +134,24 @@ class GaussianMixture:
         whose Mahalanobis distance to that component exceeds ``radius``."""
         post = self.posterior(x, 0.0)
         k = post.resp.argmax(1)
-        diff = (x.to(torch.float64) - self.means[k]).unsqueeze(-1)
-        maha = torch.linalg.solve_triangular(self._chol[k], diff, upper=False).squeeze(-1).norm(dim=1)
+        diff = x.to(torch.float64) - self.means[k]
+        maha = torch.zeros(len(k), dtype=torch.float64)
+        for j in k.unique().tolist():  # component by component (no d×d factor per sample)
+            rows = (k == j).nonzero().squeeze(1)
+            maha[rows] = ((diff[rows] @ self._Q[j]) ** 2 / self._lam[j]).sum(1).sqrt()
         on = maha <= radius
         return torch.bincount(k[on], minlength=len(self.weights)), int((~on).sum())
 
     # ----------------------------------------------------------------------------- closed forms
-    def _noised(self, sigma: torch.Tensor):
-        """Per-sample component covariances C_k = Σ_k + σ² I and their Cholesky factors."""
-        eye = torch.eye(self.dim, dtype=torch.float64, device=sigma.device)
-        C = self.covs.to(sigma.device)[None] + (sigma**2)[:, None, None, None] * eye
-        return C, torch.linalg.cholesky(C)
-
     def _component_log_probs(self, x: torch.Tensor, sigma: torch.Tensor):
-        """log π_k N(x̂; μ_k, C_k) (n, K), x̂ − μ_k (n, K, d), C_k and its Cholesky factor."""
-        C, L = self._noised(sigma)
-        diff = x[:, None, :] - self.means.to(x.device)[None]
-        sol = torch.linalg.solve_triangular(L, diff.unsqueeze(-1), upper=False).squeeze(-1)
-        logdet = 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)
-        logp = -0.5 * (sol**2).sum(-1) - 0.5 * logdet - 0.5 * self.dim * math.log(2 * math.pi)
-        return logp + self.weights.to(x.device).log()[None], diff, C, L
+        """log π_k N(x̂; μ_k, C_k) (n, K) with C_k = Σ_k + σ² I, the coordinates of x̂ − μ_k in Σ_k's
+        eigenbasis (n, K, d), and C_k's eigenvalues λ_k + σ² (n, K, d)."""
+        dev = x.device
+        diff = x[:, None, :] - self.means.to(dev)[None]
+        proj = torch.einsum("nkd,kde->nke", diff, self._Q.to(dev))
+        v = self._lam.to(dev)[None] + (sigma**2)[:, None, None]
+        logp = -0.5 * (proj**2 / v).sum(-1) - 0.5 * v.log().sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+        return logp + self.weights.to(dev).log()[None], proj, v
 
     def _prep(self, x, sigma):
         x64 = x.to(torch.float64).reshape(x.shape[0], -1)
@@ -149,14 +165,13 @@ class GaussianMixture:
     def posterior(self, x: torch.Tensor, sigma: float | torch.Tensor) -> Posterior:
         """The exact posterior of x0 given x̂ at σ (float64)."""
         x64, s = self._prep(x, sigma)
-        logp, diff, C, L = self._component_log_probs(x64, s)
+        logp, proj, v = self._component_log_probs(x64, s)
         resp = torch.softmax(logp, 1)
-        Sigma = self.covs.to(x64.device)[None].expand_as(C)
-        # Σ_k C_k^{-1}: gain of the linear-Gaussian update of x0 given x̂ within component k.
-        gain = torch.cholesky_solve(Sigma, L).transpose(-1, -2)
-        means = self.means.to(x64.device)[None] + (gain @ diff.unsqueeze(-1)).squeeze(-1)
-        covs = Sigma - gain @ Sigma
-        return Posterior(resp, means, covs)
+        lam, Q = self._lam.to(x64.device)[None], self._Q.to(x64.device)
+        # Within component k, x0 | x̂ is Gaussian: mean μ_k + Σ_k C_k⁻¹ (x̂ − μ_k), covariance
+        # Σ_k − Σ_k C_k⁻¹ Σ_k; in Σ_k's eigenbasis both are diagonal (gains λ/(λ+σ²), λσ²/(λ+σ²)).
+        means = self.means.to(x64.device)[None] + torch.einsum("nke,kde->nkd", proj * lam / v, Q)
+        return Posterior(resp, means, Q, lam * (v - lam) / v)
 
     def denoise(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """The exact denoiser E[x0 | x̂] (EDM's D), shaped like ``x``."""
