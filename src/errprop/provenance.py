@@ -92,13 +92,14 @@ def gpu() -> str | None:
 
 
 def machine() -> str:
-    """One line: CPU model, its vector flags, cores, torch version and intra-op threads, and the
-    GPU where this process used one."""
+    """One line: CPU model, its vector flags, cores, Python and torch versions, intra-op threads,
+    and the GPU where this process used one."""
     import torch
 
     flags = ", ".join(cpu_flags()) or "none of " + "/".join(VECTOR_FLAGS)
     card = gpu()
-    return (f"{cpu_model()} ({flags}), {os.cpu_count()} cores, torch {torch.__version__}, "
+    return (f"{cpu_model()} ({flags}), {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads" + (f", GPU {card}" if card else ""))
 
 
