@@ -70,7 +70,8 @@ def test_report_is_written_by_the_library_with_paired_intervals(b7, tmp_path):
     assert stored["paired"]["ddim-2"]["diff_ci95"] == pytest.approx([ref["lo"], ref["hi"]])
     assert stored["per_seed"]["1"]["errprop"]["fd"]["ddim-2"] == 4.0 and stored["floor"] == [0.5, 0.6, 0.7]
     md = (tmp_path / "b7_vs_diffusers.md").read_text()
-    assert f"| ddim | 2 | 4.000 ± 1.000 | 4.200 ± 0.700 | -0.200 ± 0.300 | [{ref['lo']:+.3f}, {ref['hi']:+.3f}] |" in md
+    ci = f"[{ref['lo']:+.3f}, {ref['hi']:+.3f}]"
+    assert f"| ddim | 2 | 4.000 ± 1.000 | 4.200 ± 0.700 | -0.200 ± 0.300 | {ci} |" in md
     assert "Floor (n = 64 train images vs test): 0.500, 0.600, 0.700" in md and "- machine:" in md
 
 

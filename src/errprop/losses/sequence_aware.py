@@ -169,8 +169,9 @@ class SequenceAwareLoss:
     @staticmethod
     def _denoise(denoiser, flat: torch.Tensor, sig: torch.Tensor, B: int) -> torch.Tensor:
         """D(x̂_s, σ_s) of all K·B window points: one call, except for images on a CPU, where K
-        calls of B are faster (a training step at batch 2B cost 2.6× the step at B there, its
-        activations no longer fitting the caches; B2 measures both)."""
+        calls of B were faster (a U-Net step at batch K·B cost more than K steps at B, its
+        activations no longer fitting the caches). B2 times both: docs/results/b2_objective_cost.md,
+        its "K·B baseline" column (that file's git history holds the earlier runs)."""
         if flat.device.type == "cpu" and flat.ndim > 2:
             return torch.cat([denoiser(x, s) for x, s in zip(flat.split(B), sig.split(B), strict=True)])
         return denoiser(flat, sig)
