@@ -17,13 +17,9 @@ Writes ``docs/results/b1_train_throughput.{json,md}`` (``--out`` to change the f
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,47 +30,15 @@ from torch import nn
 
 from errprop.nets.unet import UNet
 from errprop.process import VPProcess
+from errprop.results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("fp32", "bf16")
 
 
-# ---------------------------------------------------------------------------------------------
-# Machine description (shared with the other benchmarks)
-# ---------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    """The matrix-unit flags of the CPU that matter for bf16 (AMX, AVX-512 BF16)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    return sorted(f for f in flags if f.startswith("amx") or f == "avx512_bf16")
-
-
-def machine_info(device: str) -> dict:
-    """CPU, cores, GPU, library versions, commit and date, for the results files."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+def run_conditions(device: str) -> dict:
+    """What B1's numbers depend on beyond the machine line of :func:`errprop.provenance.provenance`:
+    the device, a oneDNN ISA cap, whether errprop's compiled GroupNorm kernel ran, diffusers' version."""
     try:
         import diffusers
 
@@ -84,8 +48,7 @@ def machine_info(device: str) -> dict:
     from errprop.nets import kernels
 
     return {
-        "cpu": cpu_model(),
-        "cpu_bf16_flags": cpu_flags(),
+        "device": device,
         # ONEDNN_MAX_CPU_ISA=AVX2 (or AVX512_CORE) makes oneDNN's convolutions run as on a CPU
         # without AMX / AVX-512 BF16: how B1 measures "without AMX" on a machine that has it.
         "onednn_isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA"),
@@ -93,45 +56,18 @@ def machine_info(device: str) -> dict:
         # ran on the CPU here). Asked of the cache, so reporting never builds or loads the kernel.
         "errprop_cpu_kernel": (kernels.group_norm() is not None
                                if device == "cpu" and kernels.group_norm.cache_info().currsize else None),
-        "cores": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-        "device": device,
-        "torch": torch.__version__,
         "diffusers": diffusers_version,
-        "python": platform.python_version(),
-        "commit": commit or "unknown",
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
     }
 
 
-def write_results(
-    name: str, out_dir: Path, payload: dict, table: list[list[str]], notes: str
-) -> None:
-    """Write ``name.json`` (payload) and ``name.md`` (header, Markdown table, notes)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    m = payload["machine"]
-    cap = f"; oneDNN capped at {m['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)" if m.get("onednn_isa_cap") else ""
-    if m.get("errprop_cpu_kernel") is not None:
-        cap += "; errprop's compiled GroupNorm kernel: " + ("on" if m["errprop_cpu_kernel"] else "off")
-    lines = [
-        f"# {payload['title']}",
-        "",
-        f"- command: `{m['command']}`",
-        f"- commit: {m['commit']}, date: {m['date']}",
-        f"- machine: {m['cpu']} ({m['cores']} threads; bf16 flags: "
-        f"{', '.join(m['cpu_bf16_flags']) or 'none'}), GPU: {m['gpu'] or 'none'}{cap}",
-        f"- torch {m['torch']}, diffusers {m['diffusers']}, Python {m['python']}",
-        "",
-        "| " + " | ".join(table[0]) + " |",
-        "|" + "---|" * len(table[0]),
-        *("| " + " | ".join(row) + " |" for row in table[1:]),
-        "",
-        notes,
-        "",
-    ]
-    (out_dir / f"{name}.md").write_text("\n".join(lines))
+def describe_conditions(c: dict) -> str:
+    """One sentence of :func:`run_conditions` for the result's Markdown."""
+    text = f"Device {c['device']}; diffusers {c['diffusers']}"
+    if c.get("onednn_isa_cap"):
+        text += f"; oneDNN capped at {c['onednn_isa_cap']} (ONEDNN_MAX_CPU_ISA)"
+    if c.get("errprop_cpu_kernel") is not None:
+        text += "; errprop's compiled GroupNorm kernel: " + ("on" if c["errprop_cpu_kernel"] else "off")
+    return text + "."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,9 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{best['diffusers'][1]:.1f} img/s ({best['diffusers'][0]}): ratio {ratio:.2f}"
     )
 
-    payload = {
-        "title": "B1 — training throughput, errprop UNet vs diffusers UNet2DModel",
-        "machine": machine_info(device.type),
+    conditions = run_conditions(device.type)
+    data = {
+        "conditions": conditions,
         "settings": {
             "batch": args.batch,
             "image": [1, 28, 28],
@@ -360,8 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
                             for k, v in shares.items()))
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     name = "b1_train_throughput" + (f"_{cap.lower()}" if cap else "") + (f"_{args.tag}" if args.tag else "")
-    write_results(name, args.out, payload, table, notes)
-    return payload
+    command = (f"ONEDNN_MAX_CPU_ISA={cap} " if cap else "") + shlex.join(
+        ["python", "benchmarks/b1_train_throughput.py", *(sys.argv[1:] if argv is None else argv)])
+    return write_result(args.out, name, "B1 — training throughput, errprop UNet vs diffusers UNet2DModel",
+                        command, data, table, notes, intro=describe_conditions(conditions))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +41,7 @@ import torch
 from errprop import config
 from errprop.builders import build_denoiser, build_loss, build_process
 from errprop.noise import Noise, stream_seeds
+from errprop.results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SA_K = (2, 3, 4)
@@ -134,44 +132,28 @@ def bench(model: str, overrides: list[str], args, bf16: bool) -> list[dict]:
     return rows
 
 
-def machine(threads: int) -> str:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                    if ln.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores ({threads} torch threads), torch {torch.__version__}"
-
-
-def git(*argv: str) -> str:
-    return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-
-
-def markdown(meta: dict, rows: list[dict]) -> str:
-    lines = ["# B2 — cost of the seed objectives over the baseline step", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
-             f"Commit {meta['commit']}{' (with uncommitted changes)' if meta['dirty'] else ''}, "
-             f"{meta['date']}; load average {meta['load_before']} before, {meta['load_after']} after.  ",
-             f"Batch {meta['batch']}; median over {meta['repeats']} alternated repeats of "
-             f"{meta['steps']} steps (loss + backward + AdamW).", "",
-             "| model | precision | objective | baseline ms | objective ms | ratio | floor | ratio / floor "
-             "| reference floor | ratio / reference |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """The result table: header and one row per (model, precision, objective)."""
+    out = [["model", "precision", "objective", "baseline ms", "objective ms", "ratio", "floor",
+            "ratio / floor", "reference floor", "ratio / reference"]]
     for r in rows:
         if "baseline_KB_ratio" in r:
-            extra = f"K·B baseline: {r['baseline_KB_ratio']:.2f} | {r['ratio_over_KB']:.2f}"
+            ref = [f"K·B baseline: {r['baseline_KB_ratio']:.2f}", f"{r['ratio_over_KB']:.2f}"]
         else:
-            extra = f"drawn steps: {r['floor_drawn']:.2f} | {r['ratio_over_drawn']:.2f}"
-        lines.append(f"| {r['model']} | {r['precision']} | {r['objective']} | {r['baseline_ms']:.1f} | "
-                     f"{r['objective_ms']:.1f} | {r['ratio']:.2f} | {r['floor']:.3g} | "
-                     f"{r['ratio_over_floor']:.2f} | {extra} |")
-    lines += ["", "Floors count network forward+backward passes over B: SA-K evaluates K·B points "
-              "(K calls of B for images on a CPU, one call otherwise), EP "
-              "the base loss on B plus min(ℓ, h) rollout steps on B/2 (expected 2.498 at L = 5, T = 1000). "
-              "The fixed part of a step (the optimizer, Python overhead) does not scale with the "
-              "batch, so small models sit below their floors. Reference floors: for SA-K the measured "
-              "ratio of the baseline step at batch K·B (what the network itself charges for K·B "
-              "samples); for EP 1 + (mean rollout length of the steps actually drawn)/2."]
-    return "\n".join(lines) + "\n"
+            ref = [f"drawn steps: {r['floor_drawn']:.2f}", f"{r['ratio_over_drawn']:.2f}"]
+        out.append([r["model"], r["precision"], r["objective"], f"{r['baseline_ms']:.1f}",
+                    f"{r['objective_ms']:.1f}", f"{r['ratio']:.2f}", f"{r['floor']:.3g}",
+                    f"{r['ratio_over_floor']:.2f}", *ref])
+    return out
+
+
+NOTES = ("Floors count network forward+backward passes over B: SA-K evaluates K·B points "
+         "(K calls of B for images on a CPU, one call otherwise), EP "
+         "the base loss on B plus min(ℓ, h) rollout steps on B/2 (expected 2.498 at L = 5, T = 1000). "
+         "The fixed part of a step (the optimizer, Python overhead) does not scale with the "
+         "batch, so small models sit below their floors. Reference floors: for SA-K the measured "
+         "ratio of the baseline step at batch K·B (what the network itself charges for K·B "
+         "samples); for EP 1 + (mean rollout length of the steps actually drawn)/2.")
 
 
 def main() -> None:
@@ -197,18 +179,16 @@ def main() -> None:
                 rows += bench(model, MODELS[model], a, bf16)
         else:
             rows += bench(model, MODELS[model], a, False)
-    meta = {"command": shlex.join(["python", "benchmarks/b2_objective_cost.py", *sys.argv[1:]]),
-            "machine": machine(torch.get_num_threads()), "commit": git("rev-parse", "--short", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "date": datetime.date.today().isoformat(), "load_before": load_before,
-            "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "batch": a.batch, "repeats": a.repeats, "steps": a.steps}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "b2_objective_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    text = markdown(meta, rows)
-    (out / "b2_objective_cost.md").write_text(text)
-    print(text)
+    load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    settings = {"batch": a.batch, "repeats": a.repeats, "steps": a.steps,
+                "threads": torch.get_num_threads(), "load_before": load_before, "load_after": load_after}
+    intro = (f"Batch {a.batch}; median over {a.repeats} alternated repeats of {a.steps} steps (loss + "
+             f"backward + AdamW); {settings['threads']} torch threads; load average {load_before} "
+             f"before, {load_after} after.")
+    command = shlex.join(["python", "benchmarks/b2_objective_cost.py", *sys.argv[1:]])
+    write_result(a.out, "b2_objective_cost", "B2 — cost of the seed objectives over the baseline step",
+                 command, {"settings": settings, "rows": rows}, table_rows(rows), NOTES, intro=intro)
+    print((Path(a.out) / "b2_objective_cost.md").read_text())
 
 
 if __name__ == "__main__":

@@ -24,21 +24,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-from b1_train_throughput import ROOT, machine_info, sync, write_results
 
 from errprop.denoisers import Denoiser
 from errprop.grids import make_grid
 from errprop.nets.unet import UNet
 from errprop.noise import Noise
 from errprop.process import VPProcess
+from errprop.results import write_result
 from errprop.samplers import nfe, prior, sample
 
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "ddpm", "euler", "heun")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work (CUDA), so a timer sees it done; no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class TimedDenoiser:
@@ -211,10 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
             print("  ".join(f"{c:>10}" for c in table[-1]), flush=True)
 
     worst = max(r["overhead_in_run"] for r in rows)
-    payload = {
-        "title": "B3 — sampler overhead (errprop UNet, VP ε-denoiser, uniform grid)",
-        "machine": machine_info(device.type),
+    data = {
         "settings": {
+            "device": str(device),
             "batch": args.batch,
             "image": list(shape),
             "dtype": args.dtype,
@@ -235,7 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
         "divides by NFE × a single call timed just before; it also carries the machine's drift "
         "between the two measurements (other jobs share these cores)."
     )
-    write_results("b3_sampler_overhead", args.out, payload, table, notes)
+    command = shlex.join(["python", "benchmarks/b3_sampler_overhead.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    payload = write_result(args.out, "b3_sampler_overhead",
+                           "B3 — sampler overhead (errprop UNet, VP ε-denoiser, uniform grid)", command,
+                           data, table, notes)
     print(notes)
     return payload
 

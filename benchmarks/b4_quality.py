@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
-
-import torch
 
 from errprop import config
 from errprop.builders import load_run
 from errprop.compare import describe_loss
 from errprop.evaluate import evaluate
+from errprop.results import markdown_table, write_result
 from errprop.train import train_to_end
 
 ROOT = Path(__file__).parents[1]
 OBJECTIVES = {"baseline": "fashion_mnist.yaml", "sa2": "fashion_mnist_sa2.yaml",
               "ep": "fashion_mnist_ep.yaml"}
-
-
-def machine(device: str) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor())
-    gpu = f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
-    return f"{cpu} ({torch.get_num_threads()} threads){gpu}, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -83,35 +72,29 @@ def main() -> None:
 
 
 def write(a, device: str, ks: list[int], samplers: list[str], results: dict) -> None:
-    """Write docs/results/b4_quality.{json,md} for the objectives finished so far."""
-    commit = os.environ.get("ERRPROP_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    meta = {"command": "python benchmarks/b4_quality.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v not in (None, False)),
-        "machine": machine(device), "commit": commit, "date": time.strftime("%Y-%m-%d"),
-        "train_steps": a.steps, "batch_size": 128, "n": a.n}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "b4_quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    lines = ["# B4 — Fashion-MNIST sample quality against sampling steps", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
-             f"Commit: {commit}, date: {meta['date']}. Training: {a.steps} steps × batch 128 for "
-             "every objective, same seed, EMA weights. Metric: Fréchet distance on the features of "
-             f"errprop's Fashion-MNIST classifier, n = {a.n} samples vs the 10,000 test images.", ""]
+    """Write docs/results/b4_quality.{json,md} for the objectives finished so far (the commit is
+    ``$ERRPROP_COMMIT`` where the tree runs outside its checkout, see errprop.provenance)."""
+    command = "python benchmarks/b4_quality.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(a).items() if v not in (None, False))
     first = next(iter(results.values()))
-    lines += [f"Floor (train subset of n = {first['floor_n']} vs test): **{first['floor']:.3f}**. "
-              f"Classifier test accuracy {first['classifier_test_accuracy']:.4f}.", ""]
-    lines.append("| sampler | steps | " + " | ".join(f"{r['objective']}" for r in results.values()) + " |")
-    lines.append("|---|---|" + "---|" * len(results))
+    intro = (f"Device {device}. Training: {a.steps} steps × batch 128 for every objective, same seed, "
+             "EMA weights. Metric: Fréchet distance on the features of errprop's Fashion-MNIST "
+             f"classifier, n = {a.n} samples vs the 10,000 test images.\n\n"
+             f"Floor (train subset of n = {first['floor_n']} vs test): **{first['floor']:.3f}**. "
+             f"Classifier test accuracy {first['classifier_test_accuracy']:.4f}.")
+    table = [["sampler", "steps", *(r["objective"] for r in results.values())]]
     for sampler in samplers:
         for k in ks:
             vals = [next(r["value"] for r in res["results"] if (r["sampler"], r["steps"]) == (sampler, k))
                     for res in results.values()]
-            lines.append(f"| {sampler} | {k} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-    lines += ["", "| objective | training wall-clock (s) |", "|---|---|"]
-    lines += [f"| {r['objective']} | {r['train_seconds']} |" for r in results.values()]
-    (out / "b4_quality.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+            table.append([sampler, str(k), *(f"{v:.3f}" for v in vals)])
+    wall = [[r["objective"], str(r["train_seconds"])] for r in results.values()]
+    notes = "\n".join(markdown_table([["objective", "training wall-clock (s)"], *wall]))
+    write_result(a.out, "b4_quality", "B4 — Fashion-MNIST sample quality against sampling steps", command,
+                 {"settings": {"train_steps": a.steps, "batch_size": 128, "n": a.n, "device": device},
+                  "results": results}, table, notes, intro=intro)
+    print((Path(a.out) / "b4_quality.md").read_text(), flush=True)
 
 
 if __name__ == "__main__":

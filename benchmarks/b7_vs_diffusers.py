@@ -14,9 +14,10 @@ pixels, diffusers averages: a clip of c on the mean loss is c·784 on errprop's 
   ``EMAModel``; sampled with diffusers' own ``DDIMScheduler`` / ``DDPMScheduler`` loops
   (clip_sample=True) at the same step counts and timestep spacing as errprop's sampler.
 
-Both are scored by the same ``errprop.evaluate._Scorer`` (Fréchet distance on errprop's
+Both are scored by the same ``errprop.evaluate.Scorer`` (Fréchet distance on errprop's
 Fashion-MNIST classifier features, n samples vs the test set, floor = n train images vs test),
-for several seeds, with paired differences (errprop − diffusers) and t-based 95 % intervals.
+for several seeds, with paired differences (errprop − diffusers) and t-based 95 % intervals
+(``errprop.stats.paired``). Writes ``b7_vs_diffusers.{json,md}`` with ``errprop.results.write_result``.
 
     python benchmarks/b7_vs_diffusers.py --steps 8000 --n 10000 --seeds 0,1,2 --device cuda
     python benchmarks/b7_vs_diffusers.py --quick     # smoke run (< 2 min, numbers meaningless)
@@ -32,8 +33,7 @@ import dataclasses
 import json
 import math
 import os
-import statistics
-import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,19 +41,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from b1_train_throughput import machine_info  # noqa: E402
-
-from errprop import checkpoint, config  # noqa: E402
-from errprop.builders import load_run  # noqa: E402
-from errprop.evaluate import _Scorer, evaluate  # noqa: E402
-from errprop.train import pick_device, train_to_end, use_bf16  # noqa: E402
+from errprop import checkpoint, config
+from errprop.builders import load_run
+from errprop.config_diff import BOOKKEEPING as _NOT_LEARNED
+from errprop.evaluate import Scorer, evaluate
+from errprop.files import atomic_write, write_json
+from errprop.results import write_result
+from errprop.stats import paired, summary
+from errprop.train import pick_device, train_to_end, use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "ddpm")
 BATCH = 128
-# errprop config keys that do not change what a run learns: not compared when resuming.
-BOOKKEEPING = {"train.device", "train.log_every", "train.ckpt_every", "train.keep_last"}
+# errprop config keys that do not change what a run learns: not compared when resuming. The seed
+# does change it (and names the folder), so it is compared here.
+BOOKKEEPING = {f"train.{k}" for k in _NOT_LEARNED - {"seed"}}
 
 
 class Refused(SystemExit):
@@ -85,12 +87,6 @@ def check_same(folder: Path, have: dict, want: dict, ignore: set[str] = frozense
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------- errprop
@@ -221,10 +217,9 @@ def train_diffusers(a, seed: int, device: str, cfg) -> dict:
         ema.to(dev)
 
     def save(step: int) -> None:
-        tmp = run / "state.pt.tmp"
-        torch.save({"model": unet.state_dict(), "opt": opt.state_dict(),
-                    "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "step": step}, tmp)
-        os.replace(tmp, state_path)
+        state = {"model": unet.state_dict(), "opt": opt.state_dict(),
+                 "lr_sched": lr_sched.state_dict(), "ema": ema.state_dict(), "step": step}
+        atomic_write(state_path, lambda p: torch.save(state, p))
 
     say(f"[diffusers s{seed}] {'resuming at ' + str(start) if start else 'training'} {run}: "
         f"{a.steps} steps, bf16 {bf16}")
@@ -287,21 +282,17 @@ def sample_diffusers(a, unet, seed: int, device: str, sampler: str, k: int, spac
 
 # ------------------------------------------------------------------------------------------ stats
 def paired_stats(e: list[float], d: list[float]) -> dict:
-    """Mean ± sd of both sides and the paired difference e − d with a t-based 95 % interval."""
-    from scipy import stats
-
-    diff = [x - y for x, y in zip(e, d, strict=True)]
-    n = len(diff)
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else float("nan")  # noqa: E731
-    out = {"errprop_mean": statistics.fmean(e), "errprop_sd": sd(e), "diffusers_mean": statistics.fmean(d),
-           "diffusers_sd": sd(d), "diff_mean": statistics.fmean(diff), "diff_sd": sd(diff), "n_seeds": n,
-           "diffs": diff}
-    if n > 1:
-        half = float(stats.t.ppf(0.975, n - 1)) * out["diff_sd"] / math.sqrt(n)
-        out["diff_ci95"] = [out["diff_mean"] - half, out["diff_mean"] + half]
-    else:
-        out["diff_ci95"] = None
-    return out
+    """Mean ± sd of both sides and the paired difference e − d with a t-based 95 % interval
+    (:func:`errprop.stats.paired`); sds are NaN and the interval None for a single seed."""
+    diff = paired(e, d, confidence=0.95)
+    n = diff["n"]
+    se, sd_ = summary(e), summary(d)
+    nan = float("nan")
+    return {"errprop_mean": se["mean"], "errprop_sd": se["std"] if n > 1 else nan,
+            "diffusers_mean": sd_["mean"], "diffusers_sd": sd_["std"] if n > 1 else nan,
+            "diff_mean": diff["mean"], "diff_sd": diff["std"] if n > 1 else nan, "n_seeds": n,
+            "diffs": [float(x) - float(y) for x, y in zip(e, d)],
+            "diff_ci95": [diff["lo"], diff["hi"]] if n > 1 else None, "diff_p": diff["p"]}
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -343,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=None, help="sampling batch (default 2000 cuda, 500 cpu)")
     p.add_argument("--quick", action="store_true", help="smoke run: numbers meaningless")
     a = p.parse_args(argv)
+    a.command = shlex.join(["python", "benchmarks/b7_vs_diffusers.py",
+                            *(sys.argv[1:] if argv is None else argv)])
     if a.quick:
         a.steps, a.n, a.sampling_steps, a.seeds, a.log_every = 3, 64, "2", "0,1", 1
     a.runs = a.runs or str(ROOT / "runs" / ("b7-quick" if a.quick else "b7"))
@@ -378,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
         say(f"[errprop s{seed}] sampling + scoring (evaluate, n = {a.n})")
         res = evaluate(run, ks, list(SAMPLERS), "fd", n=a.n, seed=seed, batch_size=a.batch, device=device,
                        progress=False)
-        scorer = _Scorer(run, "fd", a.n, seed, device)  # the very scorer evaluate() used
+        scorer = Scorer(run, "fd", a.n, seed, device)  # the very scorer evaluate() used
         floor = scorer.floor()["value"]
         if abs(floor - res["floor"]) > 1e-9 * max(1.0, abs(floor)):
             raise SystemExit(f"scorer mismatch: floor {floor} vs evaluate's {res['floor']}")
@@ -409,28 +402,22 @@ def main(argv: list[str] | None = None) -> dict:
 def write(a, device: str, ks: list[int], seeds: list[int], per_seed: dict, params: dict,
           spacing: str) -> dict:
     """Write b7_vs_diffusers.{json,md} for the seeds finished so far; print the Markdown."""
-    m = machine_info(device.split(":")[0])
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    m["commit"] += " (+ uncommitted changes)" if dirty else ""
+    import diffusers
+
     done = sorted(per_seed)
-    table = {}
+    pairs = {}
     for sampler in SAMPLERS:
         for k in ks:
             key = f"{sampler}-{k}"
-            table[key] = paired_stats([per_seed[s]["errprop"]["fd"][key] for s in done],
+            pairs[key] = paired_stats([per_seed[s]["errprop"]["fd"][key] for s in done],
                                       [per_seed[s]["diffusers"]["fd"][key] for s in done])
     floors = [per_seed[s]["floor"] for s in done]
     settings = {"steps": a.steps, "batch_size": BATCH, "n": a.n, "sampling_steps": ks, "seeds": done,
                 "seeds_asked": seeds, "channels": a.channels, "params": params,
                 "grad_clip_mean_loss": a.grad_clip, "grad_clip_errprop": a.grad_clip * 784,
                 "diffusers_dropout": a.diffusers_dropout, "errprop_dropout": a.errprop_dropout,
-                "diffusers_timestep_spacing": spacing, "quick": a.quick, "runs": a.runs}
-    payload = {"title": "B7 — errprop baseline vs a plain diffusers DDPM", "machine": m,
-               "settings": settings, "floor": floors, "table": table, "per_seed": per_seed}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "b7_vs_diffusers.json", payload)
+                "diffusers_timestep_spacing": spacing, "quick": a.quick, "runs": a.runs,
+                "device": device, "diffusers_version": diffusers.__version__}
 
     def ms(mean, sd):
         return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
@@ -440,37 +427,34 @@ def write(a, device: str, ks: list[int], seeds: list[int], per_seed: dict, param
         return ", ".join(f"s{s} {r['train_seconds']} s" + (" (resumed)" if r["resumed"] else "")
                          for s, r in rec.items())
 
-    lines = [f"# {payload['title']}", "",
-             f"- command: `{m['command']}`", f"- commit: {m['commit']}, date: {m['date']}",
-             f"- machine: {m['cpu']} ({m['cores']} threads; bf16 flags: "
-             f"{', '.join(m['cpu_bf16_flags']) or 'none'}), GPU: {m['gpu'] or 'none'}, device {device}",
-             f"- torch {m['torch']}, diffusers {m['diffusers']}, Python {m['python']}", "",
-             f"Training: {a.steps} steps × batch {BATCH} on each side, seeds {done}; parameters errprop "
-             f"{params['errprop']:,}, diffusers {params['diffusers']:,}. Gradient clipping: "
-             + (f"{a.grad_clip} on the mean loss (diffusers), {a.grad_clip * 784:g} on errprop's summed loss"
-                if a.grad_clip else "off on both sides")
-             + f". Dropout: errprop {a.errprop_dropout} (its config), diffusers {a.diffusers_dropout}. "
-             f"Samplers: EMA weights, x̂0 clipped to ±1, errprop's DDIM/DDPM vs diffusers' DDIMScheduler/"
-             f"DDPMScheduler (timestep_spacing {spacing}).", "",
-             f"Metric: Fréchet distance on errprop's Fashion-MNIST classifier features (test accuracy "
-             f"{per_seed[done[0]]['classifier_test_accuracy']:.4f}), n = {a.n} samples vs the test set, "
-             f"one scorer for both sides. Floor (n = {per_seed[done[0]]['floor_n']} train images vs test): "
-             + ", ".join(f"{f:.3f}" for f in floors) + " (per seed).", "",
-             f"Training wall-clock — errprop: {tr('errprop')}; diffusers: {tr('diffusers')}.", "",
-             "| sampler | steps | errprop FD | diffusers FD | errprop − diffusers | 95 % CI (t) |",
-             "|---|---|---|---|---|---|"]
-    for key, r in table.items():
+    intro = "\n\n".join([
+        f"Device {device}; diffusers {diffusers.__version__}.",
+        f"Training: {a.steps} steps × batch {BATCH} on each side, seeds {done}; parameters errprop "
+        f"{params['errprop']:,}, diffusers {params['diffusers']:,}. Gradient clipping: "
+        + (f"{a.grad_clip} on the mean loss (diffusers), {a.grad_clip * 784:g} on errprop's summed loss"
+           if a.grad_clip else "off on both sides")
+        + f". Dropout: errprop {a.errprop_dropout} (its config), diffusers {a.diffusers_dropout}. "
+        f"Samplers: EMA weights, x̂0 clipped to ±1, errprop's DDIM/DDPM vs diffusers' DDIMScheduler/"
+        f"DDPMScheduler (timestep_spacing {spacing}).",
+        f"Metric: Fréchet distance on errprop's Fashion-MNIST classifier features (test accuracy "
+        f"{per_seed[done[0]]['classifier_test_accuracy']:.4f}), n = {a.n} samples vs the test set, "
+        f"one scorer for both sides. Floor (n = {per_seed[done[0]]['floor_n']} train images vs test): "
+        + ", ".join(f"{f:.3f}" for f in floors) + " (per seed).",
+        f"Training wall-clock — errprop: {tr('errprop')}; diffusers: {tr('diffusers')}."])
+    table = [["sampler", "steps", "errprop FD", "diffusers FD", "errprop − diffusers", "95 % CI (t)"]]
+    for key, r in pairs.items():
         sampler, k = key.split("-")
         ci = "n/a" if r["diff_ci95"] is None else f"[{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]"
-        lines.append(f"| {sampler} | {k} | {ms(r['errprop_mean'], r['errprop_sd'])} | "
-                     f"{ms(r['diffusers_mean'], r['diffusers_sd'])} | "
-                     f"{ms(r['diff_mean'], r['diff_sd'])} | {ci} |")
-    lines += ["", "Mean ± sd over seeds; the difference is paired by seed (negative: errprop better)."]
+        table.append([sampler, k, ms(r["errprop_mean"], r["errprop_sd"]),
+                      ms(r["diffusers_mean"], r["diffusers_sd"]), ms(r["diff_mean"], r["diff_sd"]), ci])
+    notes = "Mean ± sd over seeds; the difference is paired by seed (negative: errprop better)."
     if a.quick:
-        lines += ["", "**--quick smoke run: the numbers mean nothing (a few steps, tiny n, a throwaway "
-                  "classifier).**"]
-    (out / "b7_vs_diffusers.md").write_text("\n".join(lines) + "\n")
-    say("\n".join(lines))
+        notes += ("\n\n**--quick smoke run: the numbers mean nothing (a few steps, tiny n, a throwaway "
+                  "classifier).**")
+    payload = write_result(a.out, "b7_vs_diffusers", "B7 — errprop baseline vs a plain diffusers DDPM",
+                           a.command, {"settings": settings, "floor": floors, "paired": pairs,
+                                       "per_seed": per_seed}, table, notes, intro=intro)
+    say((Path(a.out) / "b7_vs_diffusers.md").read_text())
     return payload
 
 

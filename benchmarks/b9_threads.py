@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from b1_train_throughput import ROOT, machine_info, write_results
+
+from errprop.results import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {"mlp 128×2 (demo)": ["model.width=128", "model.depth=2"],
           "mlp 256×3 (gmm.yaml)": ["model.width=256", "model.depth=3"]}
@@ -115,11 +119,11 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 table.append([model, loss, str(copies), f"{one:.1f}", f"{dflt:.1f} ({default})",
                               f"{one / dflt:.2f}"])
-    payload = {"title": "B9 — intra-op threads for small models", "machine": machine_info("cpu"),
-               "steps": a.steps, "repeats": a.repeats, "rows": rows}
-    write_results("b9_threads", a.out, payload, table,
-                  "Median training steps/s per process (batch 256, ring of 8), fresh processes per "
-                  "setting, settings alternated. Ratio > 1: one intra-op thread is faster.")
+    command = shlex.join(["python", "benchmarks/b9_threads.py", *sys.argv[1:]])
+    write_result(a.out, "b9_threads", "B9 — intra-op threads for small models", command,
+                 {"steps": a.steps, "repeats": a.repeats, "rows": rows}, table,
+                 "Median training steps/s per process (batch 256, ring of 8), fresh processes per "
+                 "setting, settings alternated. Ratio > 1: one intra-op thread is faster.")
 
 
 if __name__ == "__main__":

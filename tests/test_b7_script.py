@@ -45,6 +45,36 @@ def test_batches_walk_shuffled_epochs(b7):
     assert not (b7._batch_rows(1, 0, n) == rows[0]).all()
 
 
+def test_report_is_written_by_the_library_with_paired_intervals(b7, tmp_path):
+    """write() on three synthetic seeds: one JSON + Markdown pair with provenance, the paired
+    table of errprop.stats.paired, and the settings, floors and per-seed numbers."""
+    import json
+    import types
+
+    from errprop.stats import paired
+
+    def rec(t):
+        return {"train_seconds": t, "resumed": False, "bf16": False, "device": "cpu"}
+
+    per_seed = {s: {"floor": 0.5 + s / 10, "floor_n": 64, "classifier_test_accuracy": 0.9,
+                    "errprop": {"train": rec(10.0), "fd": {"ddim-2": 3.0 + s, "ddpm-2": 4.0}},
+                    "diffusers": {"train": rec(12.0), "fd": {"ddim-2": 3.5 + 0.7 * s, "ddpm-2": 4.2}}}
+                for s in (0, 1, 2)}
+    a = types.SimpleNamespace(steps=3, n=64, channels=32, grad_clip=0.0, diffusers_dropout=0.0,
+                              errprop_dropout=0.1, quick=False, runs=str(tmp_path / "runs"),
+                              out=str(tmp_path), command="python benchmarks/b7_vs_diffusers.py")
+    payload = b7.write(a, "cpu", [2], [0, 1, 2], per_seed, {"errprop": 1000, "diffusers": 1001}, "trailing")
+    stored = json.loads((tmp_path / "b7_vs_diffusers.json").read_text())
+    assert stored["commit"] == payload["commit"] and stored["command"] == a.command
+    ref = paired([3.0, 4.0, 5.0], [3.5, 4.2, 4.9])
+    assert stored["paired"]["ddim-2"]["diff_ci95"] == pytest.approx([ref["lo"], ref["hi"]])
+    assert stored["per_seed"]["1"]["errprop"]["fd"]["ddim-2"] == 4.0 and stored["floor"] == [0.5, 0.6, 0.7]
+    md = (tmp_path / "b7_vs_diffusers.md").read_text()
+    ci = f"[{ref['lo']:+.3f}, {ref['hi']:+.3f}]"
+    assert f"| ddim | 2 | 4.000 ± 1.000 | 4.200 ± 0.700 | -0.200 ± 0.300 | {ci} |" in md
+    assert "Floor (n = 64 train images vs test): 0.500, 0.600, 0.700" in md and "- machine:" in md
+
+
 @pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
     """The whole script at its smoke size (< 2 min): trains both sides, scores them with one

@@ -84,3 +84,35 @@ def test_compare_tolerates_a_cut_metrics_line_and_names_a_broken_result(runs, tm
     err = capsys.readouterr().err
     assert "modes-n200-seed0-uniform-trailing-step20.json is not valid JSON" in err
     assert "Traceback" not in err
+
+
+def _summary_of(name: str, *overrides: str) -> dict:
+    from errprop import config
+
+    cfg = config.load(ROOT / "configs" / "gmm.yaml", list(overrides))
+    return {"name": name, "config": cfg.to_dict(), "steps": cfg.train.steps,
+            "train_steps": cfg.train.steps, "weighting": "eps", "eval": [{"metric": "modes"}]}
+
+
+def test_what_does_not_change_what_is_learned_is_not_a_difference():
+    """The train fields config_diff calls bookkeeping — threads and skip_nonfinite included, which
+    compare's own list used to lack — are not flagged; the objective is what is compared."""
+    from errprop.compare import _differences
+
+    base = _summary_of("base")
+    quiet = _summary_of("quiet", "train.threads=1", "train.skip_nonfinite=3", "train.seed=7",
+                        "train.log_every=5", "train.device=cpu")
+    assert _differences([base, quiet]) == []
+    assert _differences([base, _summary_of("ip", "loss.input_perturbation=0.1")]) == []
+    notes = _differences([base, _summary_of("lr", "train.lr=0.01")])
+    assert len(notes) == 1 and "training settings (lr: base" in notes[0] and "lr 0.01" in notes[0]
+
+
+def test_a_loss_setting_besides_the_objective_is_a_difference():
+    """Two baselines that draw their noise levels differently train differently (compare ignored
+    the whole loss section before it read config_diff's effective settings)."""
+    from errprop.compare import _differences
+
+    notes = _differences([_summary_of("a"), _summary_of("b", "loss.sigma_sampling=lognormal")])
+    assert len(notes) == 1 and notes[0].startswith("The runs differ in loss settings besides the objective")
+    assert "t_sampling: a " in notes[0] and "b lognormal" in notes[0]

@@ -1,7 +1,7 @@
 """What two configs train differently: SA's antithetic t is seen, bookkeeping is not."""
 
 from errprop import config
-from errprop.config_diff import describe, differences, objective_only
+from errprop.config_diff import describe, differences, differing, objective_only
 
 BASE = ["data.name=ring8", "model.width=16"]
 
@@ -28,3 +28,11 @@ def test_bookkeeping_is_not_a_difference_but_the_budget_is():
     assert differences(load(), load("train.seed=3", "train.log_every=7", "train.threads=1")) == {}
     diff = differences(load(), load("train.steps=9", "model.dropout=0.1"))
     assert set(diff) == {"train.steps", "model.dropout"} and not objective_only(diff)
+
+
+def test_differing_among_several_configs_names_each_value():
+    diff = differing({"a": load(), "b": load("train.steps=9"), "c": load("loss.name=sa", "train.threads=1")})
+    assert diff["train.steps"] == {"a": load().train.steps, "b": 9, "c": load().train.steps}
+    assert diff["loss.sa.K"] == {"a": None, "b": None, "c": 2}
+    assert "train.threads" not in diff and "loss.sa.lam" in diff
+    assert differing({"a": load(), "b": load("train.seed=4")}) == {}

@@ -132,3 +132,27 @@ def test_no_finding_is_typed_outside_a_generated_block(doc):
 
 def test_the_typed_finding_check_can_fail():
     assert _TYPED.findall(_prose("SA-2 lost 1.41× and took 222 s over 5 seeds\n`ok 3.2`"))
+
+
+def test_a_result_with_an_intro_quotes_it_before_its_table(tmp_path):
+    from errprop.findings import render
+
+    out = tmp_path / "results"
+    payload = write_result(out, "by", "BY", "python by.py", {"x": 2}, [["case", "v"], ["a", "1"]],
+                           "After the table.", intro="Before the table.")
+    md = (out / "by.md").read_text()
+    assert md.index("- machine:") < md.index("Before the table.") < md.index("| a | 1 |") < md.index("After")
+    assert payload["intro"] == "Before the table." and "gpu" in payload and "python" in payload
+    body = render("table", "by", out)
+    assert body.index("Before the table.") < body.index("| a | 1 |") < body.index("After the table.")
+    write_result(out, "bz", "BZ", "c", {}, [["h"]])
+    assert "intro" not in json.loads((out / "bz.json").read_text())
+
+
+def test_result_data_may_not_shadow_the_payloads_own_keys(tmp_path):
+    """B7 once stored its statistics under "table", which the payload's own table overwrote."""
+    with pytest.raises(ValueError, match="table"):
+        write_result(tmp_path, "b", "B", "c", {"table": {"x": 1}}, [["h"]])
+    with pytest.raises(ValueError, match="machine"):
+        write_result(tmp_path, "b", "B", "c", {"machine": {"cpu": "x"}}, [["h"]])
+    assert not (tmp_path / "b.json").exists()

@@ -5,7 +5,8 @@ Reads what ``evaluate`` and ``diagnose`` wrote into each run (``eval/*.json``,
 comparison traces back to a file of a run.
 
 Like with like, or said plainly: the report opens with a list of what differs between the runs
-beyond their objective (training budget, data, process, network; evaluation n, seed, grid or
+beyond their objective (training budget, data, process, network, the loss's other settings — the
+settings a training uses, as :mod:`errprop.config_diff` defines them; evaluation n, seed, grid or
 training step) and of runs that have no evaluation. Where a run has several results for a metric
 (other n, seeds or grids), the one shown is the latest training step, then the largest n, then the
 most settings; the table says which file it is. Training loss is shown as the base ε-loss part
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .config import from_dict, read_yaml
+from .config_diff import differing, is_objective
 from .errors import ErrpropError
 from .evaluate import LABELS, plot_metric_vs_steps, read_results
 from .files import write_json
@@ -69,21 +71,22 @@ def pick(results: list[dict], metric: str, run_step: int) -> dict | None:
                                     r["n"], len(r["results"]), -r.get("seed", 0)))
 
 
+#: Config sections in the order ``compare`` reports their differences, and what to call them.
+SECTIONS = (("data", "data"), ("process", "process"), ("model", "network"), ("train", "training settings"),
+            ("loss", "loss settings besides the objective"))
+
+
 def _differences(summaries: list[dict]) -> list[str]:
     """What differs between the runs beyond the objective, one sentence each."""
     notes = []
-    for section, what in (("data", "data"), ("process", "process"), ("model", "network"),
-                          ("train", "training settings")):
-        values = {s["name"]: s["config"][section] for s in summaries}
-        if section == "train":  # seeds, devices and logging do not change what is learned
-            values = {k: {f: v for f, v in c.items() if f not in ("seed", "device", "log_every",
-                                                                   "ckpt_every", "keep_last")}
-                      for k, c in values.items()}
-        keys = sorted({f for c in values.values() for f in c})
-        differ = [f for f in keys if len({json.dumps(c.get(f)) for c in values.values()}) > 1]
+    # The settings each training used (config_diff.effective: bookkeeping such as seeds, devices,
+    # logging and threads left out), apart from the objective, which is what is being compared.
+    diff = differing({s["name"]: from_dict(s["config"]) for s in summaries})
+    for section, what in SECTIONS:
+        differ = {f: v for f, v in diff.items() if f.startswith(f"{section}.") and not is_objective(f)}
         if differ:
-            detail = "; ".join(f"{f}: " + ", ".join(f"{n} {c.get(f)}" for n, c in values.items())
-                               for f in differ)
+            detail = "; ".join(f"{f.split('.', 1)[1]}: " + ", ".join(f"{n} {v}" for n, v in values.items())
+                               for f, values in differ.items())
             notes.append(f"The runs differ in {what} ({detail}): differences in quality include it.")
     done = {s["name"]: s["steps"] for s in summaries}
     if len(set(done.values())) > 1:

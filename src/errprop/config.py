@@ -178,9 +178,9 @@ class TrainConfig:
     skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss or gradient skipped per run
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto")  # auto | cpu | cuda | cuda:N
-    # CPU intra-op threads while training; 0: PyTorch's own (one per core, or OMP_NUM_THREADS). On
-    # a 2-core CPU one thread made a lone MLP training 5–35 % slower but three side by side 5–9×
-    # faster each (B9, docs/results/b9_threads.md): set 1 for several trainings at once.
+    # CPU intra-op threads while training; 0: PyTorch's own (one per core, or OMP_NUM_THREADS). One
+    # thread made a lone MLP training somewhat slower but several side by side much faster each
+    # (B9, docs/results/b9_threads.md): set 1 for several trainings at once.
     threads: int = _f(0, min=0)
 
 

@@ -1,5 +1,6 @@
-"""What two training configs actually train differently — checked, so a comparison can say whether
-"only the objective differs" is true.
+"""What training configs actually train differently — checked, so a comparison can say whether
+"only the objective differs" is true. The one home of which train fields do not change what is
+learned (:data:`BOOKKEEPING`): the study report, ``errprop compare`` and the benchmarks read it here.
 
 The resolved configs hold fields a run never reads (an SA section in a baseline's config) and hide
 choices a loss makes itself (SA draws its noise levels antithetically by default, the ε-loss
@@ -10,12 +11,16 @@ objective.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from .config import Config
 
-#: Fields that change neither what is learned nor how (bookkeeping, placement, randomness).
-_BOOKKEEPING = {"seed", "device", "log_every", "ckpt_every", "keep_last", "threads", "skip_nonfinite"}
+#: ``train`` fields that change neither what is learned nor how (bookkeeping, placement,
+#: threads, the seed: runs compared with each other are paired by seed or differ in it on purpose).
+BOOKKEEPING = frozenset({"seed", "device", "log_every", "ckpt_every", "keep_last", "threads",
+                         "skip_nonfinite"})
 #: The effective settings that are the objective itself; every other difference is a confound.
 OBJECTIVE = ("loss.name", "loss.sa.", "loss.ep.", "loss.input_perturbation")
 
@@ -35,7 +40,7 @@ def effective(cfg: Config) -> dict[str, Any]:
     choices included under the name they have whatever the loss (``loss.t_sampling``)."""
     d = cfg.to_dict()
     out = _flat("data.", d["data"]) | _flat("process.", d["process"]) | _flat("model.", d["model"])
-    out |= {f"train.{k}": v for k, v in d["train"].items() if k not in _BOOKKEEPING}
+    out |= {f"train.{k}": v for k, v in d["train"].items() if k not in BOOKKEEPING}
     lc = cfg.loss
     out["loss.name"] = lc.name
     out["loss.weighting"] = lc.weighting or cfg.model.parameterization
@@ -54,6 +59,19 @@ def differences(base: Config, other: Config) -> dict[str, tuple[Any, Any]]:
     """``{field: (base value, other value)}`` for every effective setting that differs."""
     a, b = effective(base), effective(other)
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def differing(configs: Mapping[str, Config]) -> dict[str, dict[str, Any]]:
+    """``{field: {name: value}}`` for every effective setting whose value is not the same in all of
+    ``configs`` (by name); a setting a config does not have is None there."""
+    eff = {name: effective(c) for name, c in configs.items()}
+    keys = sorted({k for e in eff.values() for k in e})
+    out = {}
+    for k in keys:
+        values = {name: e.get(k) for name, e in eff.items()}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+            out[k] = values
+    return out
 
 
 def is_objective(field: str) -> bool:

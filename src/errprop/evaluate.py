@@ -45,8 +45,17 @@ MIXTURE_ONLY = ("xent", "modes")
 IMAGE_ONLY = ("fd", "fid")
 
 
-class _Scorer:
-    """Scores sample sets of one run with one metric against that run's data."""
+class Scorer:
+    """Scores sample sets of one run with one metric against that run's data — the scorer
+    :func:`evaluate` uses, for samples drawn elsewhere (another library's sampler, say) to be
+    scored exactly as errprop's own.
+
+    ``Scorer(run, metric, n, seed, device)``; ``scorer(x)`` is the score of samples ``x`` (the
+    run's data shape, in its data range): ``{"value": …}`` plus, for ``xent``, its robust
+    companions. ``scorer.floor()`` scores ``floor_set`` (the same metric between real data sets
+    at this n and seed). For ``fd``, ``accuracy`` is the feature classifier's test accuracy.
+    Raises :class:`ErrpropError` for a metric the run's data cannot have (``xent`` on images).
+    """
 
     def __init__(self, run: Run, metric: str, n: int, seed: int, device, inception_weights=None):
         self.metric, self.n = metric, n
@@ -114,6 +123,7 @@ class _Scorer:
         return {"value": float(fid)}
 
     def floor(self) -> dict:
+        """The score of ``floor_set``: what a perfect model gets at this n, up to sampling noise."""
         return self(self.floor_set)
 
 
@@ -173,7 +183,7 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
         print(f"warning: {run.path} is at step {run.step} of train.steps = {run.config.train.steps} "
               "(an interrupted or unfinished run); its scores are marked finished: false",
               file=sys.stderr)
-    scorers = {m: _Scorer(run, m, n, seed, device, inception_weights) for m in metrics}
+    scorers = {m: Scorer(run, m, n, seed, device, inception_weights) for m in metrics}
     sc = run.config.sample
     rows: dict[str, list] = {m: [] for m in metrics}
     for sampler in samplers:

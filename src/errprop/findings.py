@@ -88,11 +88,13 @@ def render_demo_timing(payload: dict, name: str) -> str:
 
 
 def render_table(payload: dict, name: str) -> str:
-    """A result file's own table (``table``: header + rows) and notes."""
+    """A result file's own text before its table (``intro``), its table (``table``: header +
+    rows) and its notes."""
     table = payload.get("table")
     if isinstance(table, list) and table:
-        notes = payload.get("notes", "")
-        body = "\n".join(markdown_table(table)) + (f"\n\n{notes}" if notes else "")
+        notes, intro = payload.get("notes", ""), payload.get("intro", "")
+        body = ((f"{intro}\n\n" if intro else "") + "\n".join(markdown_table(table))
+                + (f"\n\n{notes}" if notes else ""))
     else:  # a result written before tables were stored in the JSON: its own Markdown, less the header
         md = Path(payload["_results"]) / f"{name}.md"
         if not md.is_file():

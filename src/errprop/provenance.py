@@ -1,7 +1,10 @@
-"""Where a result came from: the commit, the machine (CPU model and vector units), the date.
+"""Where a result came from: the commit, the machine (CPU model and vector units, the GPU a run
+used), the date.
 
 Every result file errprop writes (benchmarks, experiments, the demo) carries :func:`provenance`;
 the CPU matters because these machines differ several-fold (AMX Xeons, AVX2-only EPYCs).
+``ERRPROP_COMMIT`` names the commit where the code runs outside its git checkout (a copy of the
+tree on a GPU machine).
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ def has_amx() -> bool:
 
 
 def commit() -> str:
-    """The repository's short commit, with "+uncommitted changes" when tracked files differ."""
+    """The repository's short commit, with "+uncommitted changes" when tracked files differ;
+    ``$ERRPROP_COMMIT`` instead where it is set."""
+    if os.environ.get("ERRPROP_COMMIT"):
+        return os.environ["ERRPROP_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=ROOT, timeout=10).stdout.strip()
@@ -75,13 +81,26 @@ def commit() -> str:
 _LOADED = commit()
 
 
+def gpu() -> str | None:
+    """The name of the GPU this process has used (CUDA initialised), else None: a run on the CPU
+    of a machine that has a GPU does not name it."""
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.get_device_name()
+
+
 def machine() -> str:
-    """One line: CPU model, its vector flags, cores, torch version and intra-op threads."""
+    """One line: CPU model, its vector flags, cores, Python and torch versions, intra-op threads,
+    and the GPU where this process used one."""
     import torch
 
     flags = ", ".join(cpu_flags()) or "none of " + "/".join(VECTOR_FLAGS)
-    return (f"{cpu_model()} ({flags}), {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    card = gpu()
+    return (f"{cpu_model()} ({flags}), {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads" + (f", GPU {card}" if card else ""))
 
 
 def provenance() -> dict:
@@ -89,4 +108,5 @@ def provenance() -> dict:
     now = commit()
     at = _LOADED if now == _LOADED else f"{_LOADED} (code loaded at start; HEAD {now} when written)"
     return {"commit": at, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(),
-            "cpu": cpu_model(), "cpu_flags": cpu_flags()}
+            "cpu": cpu_model(), "cpu_flags": cpu_flags(), "gpu": gpu(),
+            "python": platform.python_version()}

@@ -36,17 +36,29 @@ def write_study_summary(folder: str | Path, study: dict, arms, settings, command
 
 
 def write_result(out_dir: str | Path, name: str, title: str, command: str, data: dict,
-                 table: list[list[str]], notes: str = "") -> dict:
+                 table: list[list[str]], notes: str = "", intro: str = "") -> dict:
     """Write ``out_dir/name.json`` (``data`` + provenance + command) and ``name.md`` (title,
-    provenance, the table, ``notes``); both atomically. Returns the JSON payload."""
+    provenance, ``intro``, the table, ``notes``); both atomically. Returns the JSON payload.
+
+    ``data`` must not use the keys the payload itself holds (``title``, ``command``, ``table``,
+    ``notes``, ``intro`` and those of :func:`errprop.provenance.provenance`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"title": title, "command": command, **provenance(), **to_jsonable(data),
+    prov = provenance()
+    own = {"title", "command", "table", "notes", "intro", *prov}
+    if clash := sorted(own & set(data)):
+        raise ValueError(f"write_result: data may not hold {', '.join(clash)} (the payload's own keys)")
+    payload = {"title": title, "command": command, **prov, **to_jsonable(data),
                "table": table, "notes": notes}  # what a generated block quotes
+    if intro:
+        payload["intro"] = intro
     atomic_write_text(out_dir / f"{name}.json", json.dumps(payload, indent=1) + "\n")
     lines = [f"# {title}", "", f"- command: `{command}`",
              f"- commit: {payload['commit']}, date: {payload['date']}",
-             f"- machine: {payload['machine']}", "", *markdown_table(table), ""]
+             f"- machine: {payload['machine']}", ""]
+    if intro:
+        lines += [intro, ""]
+    lines += [*markdown_table(table), ""]
     if notes:
         lines += [notes, ""]
     atomic_write_text(out_dir / f"{name}.md", "\n".join(lines))

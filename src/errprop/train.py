@@ -263,8 +263,9 @@ class _Trainer:
         self.ema = copy.deepcopy(self.net).requires_grad_(False) if ctx.main else None  # rank 0 only
         self._params = list(self.net.parameters())
         self._ema_params = list(self.ema.parameters()) if self.ema is not None else []
-        # The fused kernel: one call for all parameters (PyTorch's CPU default is a Python loop over
-        # them, 8.6 vs 1.4 ms per step for the 1 M-parameter U-Net); the same update.
+        # The fused kernel: one call for all parameters, where PyTorch's CPU default is a Python loop
+        # over them; the same update, several times faster for the U-Net
+        # (docs/benchmarks.md#b1-training-throughput).
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                      fused=self.device.type in ("cpu", "cuda"))
         self.bf16 = use_bf16(tc.precision, cfg.model.net, self.device)

@@ -6,7 +6,7 @@ import torch
 
 from errprop.denoisers import Denoiser, eps_from_denoised
 from errprop.errors import ErrpropError
-from errprop.losses.sequence_aware import SequenceAwareLoss, tau, theorem2_terms
+from errprop.losses.sequence_aware import SequenceAwareLoss, tau, window_mean
 from errprop.losses.simple import SimpleLoss
 from errprop.nets.mlp import MLP
 from errprop.noise import Noise
@@ -114,6 +114,35 @@ def test_tau_is_the_gap_of_errprops_own_ddpm_chain():
     gap = p.alphas_cumprod[0].sqrt() * (chains[0] - chains[1])  # x_1 in x_t space
     expected = -(tau(p)[:, None, None] * delta).sum(0)
     torch.testing.assert_close(gap, expected, rtol=1e-9, atol=1e-12)
+
+
+def theorem2_terms(err: torch.Tensor, weights: torch.Tensor, K: int) -> dict[str, torch.Tensor]:
+    """The three losses of SA's Theorem 2 for given per-step errors, averaged exactly over t
+    (docs/methods.md#theorem-2; L_sa checked against :func:`_theorem2_brute_force`).
+
+    Args:
+        err: (T, B, ...) errors ``ε_θ(x_t, t) − ε_t`` at errprop's t = 0..T−1 (paper steps 1..T);
+            sample b of every step is one joint draw (x0 and its chain), as in L_θ.
+        weights: (T,) τ (see :func:`tau`; τ[0] = 0).
+        K: the window length.
+
+    Returns:
+        ``l_tau_simple`` = mean over paper t = 2..T of E[τ_t² ‖e_t‖²];
+        ``l_sa`` = mean over the T + K paper windows {t..t+K−1}, t = 1−K..T, of
+        E‖(1/K) Σ_s τ_s e_s‖² (τ = 0 outside 2..T);
+        ``l_theta`` = E‖Σ_t τ_t e_t‖². Theorem 2: (T−1)/(T+K) l_tau_simple ≥ l_sa ≥ l_theta/(T+K)².
+    """
+    T, B = err.shape[:2]
+    we = weights.to(err.dtype).reshape(T, *([1] * (err.ndim - 1))) * err
+    l_tau_simple = we[1:].flatten(2).pow(2).sum(-1).mean()
+    l_theta = we.sum(0).flatten(1).pow(2).sum(-1).mean()
+    padded = torch.cat([we.new_zeros(K, *we.shape[1:]), we, we.new_zeros(K, *we.shape[1:])])
+    # window p (p = 0..T+K−1) covers padded rows p..p+K−1, i.e. paper steps p+1−K .. p
+    stacked = torch.stack([padded[j:j + T + K] for j in range(K)])  # (K, T+K, B, ...)
+    ones = torch.ones(K, (T + K) * B, dtype=err.dtype, device=err.device)
+    sums = window_mean(stacked.reshape(K, (T + K) * B, *err.shape[2:]), ones)
+    l_sa = sums.flatten(1).pow(2).sum(-1).mean()
+    return {"l_tau_simple": l_tau_simple, "l_sa": l_sa, "l_theta": l_theta}
 
 
 def _theorem2_brute_force(err: np.ndarray, w: np.ndarray, K: int) -> float:

@@ -54,34 +54,6 @@ def window_mean(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (w * err).sum(0) / err.shape[0]
 
 
-def theorem2_terms(err: torch.Tensor, weights: torch.Tensor, K: int) -> dict[str, torch.Tensor]:
-    """The three losses of SA's Theorem 2 for given per-step errors, averaged exactly over t.
-
-    Args:
-        err: (T, B, ...) errors ``ε_θ(x_t, t) − ε_t`` at errprop's t = 0..T−1 (paper steps 1..T);
-            sample b of every step is one joint draw (x0 and its chain), as in L_θ.
-        weights: (T,) τ (see :func:`tau`; τ[0] = 0).
-        K: the window length.
-
-    Returns:
-        ``l_tau_simple`` = mean over paper t = 2..T of E[τ_t² ‖e_t‖²];
-        ``l_sa`` = mean over the T + K paper windows {t..t+K−1}, t = 1−K..T, of
-        E‖(1/K) Σ_s τ_s e_s‖² (τ = 0 outside 2..T);
-        ``l_theta`` = E‖Σ_t τ_t e_t‖². Theorem 2: (T−1)/(T+K) l_tau_simple ≥ l_sa ≥ l_theta/(T+K)².
-    """
-    T, B = err.shape[:2]
-    we = weights.to(err.dtype).reshape(T, *([1] * (err.ndim - 1))) * err
-    l_tau_simple = we[1:].flatten(2).pow(2).sum(-1).mean()
-    l_theta = we.sum(0).flatten(1).pow(2).sum(-1).mean()
-    padded = torch.cat([we.new_zeros(K, *we.shape[1:]), we, we.new_zeros(K, *we.shape[1:])])
-    # window p (p = 0..T+K−1) covers padded rows p..p+K−1, i.e. paper steps p+1−K .. p
-    stacked = torch.stack([padded[j:j + T + K] for j in range(K)])  # (K, T+K, B, ...)
-    ones = torch.ones(K, (T + K) * B, dtype=err.dtype, device=err.device)
-    sums = window_mean(stacked.reshape(K, (T + K) * B, *err.shape[2:]), ones)
-    l_sa = sums.flatten(1).pow(2).sum(-1).mean()
-    return {"l_tau_simple": l_tau_simple, "l_sa": l_sa, "l_theta": l_theta}
-
-
 @dataclass
 class SequenceAwareLoss:
     """SA-K on a discrete VP process; call as ``loss(denoiser, x0, noise)`` with x0 (B, ...).
@@ -169,8 +141,9 @@ class SequenceAwareLoss:
     @staticmethod
     def _denoise(denoiser, flat: torch.Tensor, sig: torch.Tensor, B: int) -> torch.Tensor:
         """D(x̂_s, σ_s) of all K·B window points: one call, except for images on a CPU, where K
-        calls of B are faster (a training step at batch 2B cost 2.6× the step at B there, its
-        activations no longer fitting the caches; B2 measures both)."""
+        calls of B were faster (a U-Net step at batch K·B cost more than K steps at B, its
+        activations no longer fitting the caches). B2 times both: docs/results/b2_objective_cost.md,
+        its "K·B baseline" column (that file's git history holds the earlier runs)."""
         if flat.device.type == "cpu" and flat.ndim > 2:
             return torch.cat([denoiser(x, s) for x, s in zip(flat.split(B), sig.split(B), strict=True)])
         return denoiser(flat, sig)

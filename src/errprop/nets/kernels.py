@@ -6,7 +6,8 @@ use (20–40 s on two cores) into errprop's cache folder, under a name that hash
 folder shared by different machines never hands one of them another's binary). Where it cannot
 be built (no C++ compiler, no ``ninja``) or ``ERRPROP_CPU_KERNELS=0`` is set, :func:`group_norm`
 returns None (with one warning if the build failed) and the U-Net uses its PyTorch path, which
-gives the same numbers (to rounding), a bf16 U-Net training step about 1.4× slower (B1).
+gives the same numbers (to rounding) with a slower bf16 U-Net training step (by how much:
+docs/benchmarks.md#b1-training-throughput).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def group_norm() -> ModuleType | None:
     except Exception as err:  # no compiler, no ninja, a read-only cache: fall back, loudly
         warnings.warn(
             f"errprop: the C++ GroupNorm kernel could not be built ({type(err).__name__}: {err}); "
-            "the U-Net uses PyTorch's ops on CPU (same numbers, a bf16 training step about 1.4× slower). "
+            "the U-Net uses PyTorch's ops on CPU (same numbers, a slower bf16 training step: B1 in "
+            "docs/benchmarks.md). "
             "Set ERRPROP_CPU_KERNELS=0 to silence this.",
             stacklevel=2,
         )

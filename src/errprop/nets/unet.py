@@ -140,9 +140,9 @@ class _GroupNormActKernel(torch.autograd.Function):
     over x forward and two backward, float32 arithmetic on float32 or bf16 storage; it saves only
     x (alive anyway) and the per-group mean and rstd.
 
-    About twice as fast as :class:`_GroupNormAct` in a bf16 training step of the U-Net, where
-    PyTorch's ops took half the step in a dozen passes over each activation (``torch.compile``
-    of those ops gained only 6 %, after 40 s of compilation per process).
+    Faster than :class:`_GroupNormAct` in a bf16 training step of the U-Net, where PyTorch's ops
+    took half the step in a dozen passes over each activation; ``torch.compile`` of those ops did
+    not pay for its compilation per process (docs/benchmarks.md#b1-training-throughput).
     """
 
     @staticmethod
