@@ -78,7 +78,7 @@ def main() -> None:
         studies[d] = run_study(Path(a.out) / f"random{d}", arms, settings, progress=False, jobs=a.jobs)
         write_study_summary(docs / "e5_dimension" / f"random{d}", studies[d], arms, settings, command)
     names = [x.name for x in arms]
-    labels = {x.name: x.label for x in arms}
+    labels = {x.name: x.label for x in arms} | ({"ep": "EP (L=5, λ=D)"} if "ep" in names else {})
     # The family: every arm × every D on the primary endpoint.
     tests = {(n, d): dict(studies[d]["summary"]["paired"][n][PRIMARY]) for n in names[1:] for d in dims}
     for k, ph in zip(tests, holm([t["p"] for t in tests.values()])):
