@@ -76,3 +76,50 @@ def test_shipped_configs_load():
     assert configs
     for path in configs:
         config.load(path)
+
+
+def test_choices_are_read_from_the_registries():
+    """One home per list: the schema's choices are the domain modules' own tuples."""
+    import dataclasses
+
+    from errprop import denoisers, grids, process, samplers
+    from errprop.data import gmm, images
+    from errprop.losses import NAMES as LOSSES
+    from errprop.losses import cumulative, sequence_aware, simple
+    from errprop.metrics.mmd import MULTIPLIERS
+    from errprop.nets import NETS
+
+    def choices(cls, name):
+        return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
+
+    assert choices(config.DataConfig, "name") == gmm.PRESETS + images.NAMES
+    assert choices(config.ProcessConfig, "kind") is process.KINDS
+    assert choices(config.ProcessConfig, "schedule") is process.BETA_SCHEDULES
+    assert choices(config.ProcessConfig, "beta_scale") is process.BETA_SCALES
+    assert choices(config.ProcessConfig, "ve_sigma") is process.VE_KINDS
+    assert choices(config.ModelConfig, "net") is NETS
+    assert choices(config.ModelConfig, "parameterization") is denoisers.PARAMETERIZATIONS
+    for name, allowed in sequence_aware.CHOICES.items():
+        assert choices(config.SAConfig, name) is allowed
+    assert choices(config.EPConfig, "sampler") == tuple(cumulative.ROLLOUT_STEPS)
+    assert choices(config.EPConfig, "backprop") is cumulative.BACKPROPS
+    assert config.EPConfig().multipliers == list(MULTIPLIERS)
+    assert choices(config.LossConfig, "name") is LOSSES
+    assert choices(config.LossConfig, "weighting") == (*simple.WEIGHTINGS, None)
+    assert choices(config.LossConfig, "sigma_sampling") is simple.SIGMA_SAMPLING
+    assert choices(config.SampleConfig, "sampler") is samplers.NAMES
+    assert choices(config.SampleConfig, "grid") is grids.GRIDS
+    assert choices(config.SampleConfig, "spacing") is grids.SPACINGS
+    assert choices(config.SampleConfig, "variance") is samplers.VARIANCES
+
+
+def test_ep_batch_is_checked_by_the_loss_module_with_one_message():
+    from errprop.losses.cumulative import check_batch
+
+    with pytest.raises(ErrpropError, match=r"loss 'ep' needs a batch of ≥ 4 .*got 2$"):
+        config.load(overrides=["loss.name=ep", "train.batch_size=2"])
+    config.load(overrides=["loss.name=ep", "train.batch_size=4"])
+    config.load(overrides=["loss.name=simple", "train.batch_size=2"])
+    with pytest.raises(ErrpropError, match=r"≥ 4 .*got 3 per rank \(train.batch_size 6 over 2 ranks\)"):
+        check_batch(6, ranks=2)
+    check_batch(8, ranks=2)

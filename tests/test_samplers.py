@@ -175,3 +175,19 @@ def test_ddpm_clip_sample_matches_diffusers():
     ours = sample(Denoiser(net, "eps", process), z / process.scale(sigmas[0]).float(), sigmas,
                   FixedNoise(draws), "ddpm", process=process, clip=1.0)
     assert _rel(ours, x) < 1e-5
+
+
+def test_is_gaussian_says_which_steps_have_a_gaussian_density():
+    from errprop.analytic_dpm import analytic_ddpm_step
+    from errprop.samplers import is_gaussian, is_stochastic
+
+    assert is_gaussian("ddpm", {}) and is_gaussian("ddim", {"eta": 0.5})
+    assert not is_gaussian("ddim", {"eta": 0})
+    assert is_gaussian("euler_ancestral", {"eta": 1.0}) and is_gaussian(analytic_ddpm_step, {})
+    churn = {"gamma": 0.1}  # noise enters before the denoiser: stochastic, not Gaussian given x̂
+    assert not is_gaussian("euler", churn) and is_stochastic("euler", churn)
+    # a multistep SDE step's law depends on the history too
+    assert not is_gaussian("dpmpp_2m_sde", {}) and is_stochastic("dpmpp_2m_sde", {})
+    assert not is_gaussian("heun", None)
+    with pytest.raises(ErrpropError, match="unknown sampler step"):
+        is_gaussian("nope", {})

@@ -12,6 +12,7 @@ from torch import nn
 
 from .clipping import DynamicThreshold
 from .config import Config
+from .data.gmm import PRESETS as MIXTURES  # the data names that are Gaussian mixtures
 from .data.gmm import GaussianMixture
 from .denoisers import Denoiser
 from .diffusers_io import (
@@ -25,18 +26,16 @@ from .diffusers_io import (
 from .errors import ErrpropError
 from .keys import KEY_BATCH, KEY_FLIP, KEY_PERM
 from .noise import Noise, stream_seeds
-from .process import Process, VEProcess, make_process
-
-MIXTURES = ("ring8", "grid25", "random")
+from .process import Process, VEProcess, VPProcess
 
 
 def build_process(cfg: Config) -> Process:
     p = cfg.process
     if p.kind == "vp":
-        return make_process("vp", T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end,
-                            beta_scale=p.beta_scale, sigmoid_start=p.sigmoid_start,
-                            sigmoid_end=p.sigmoid_end, sigmoid_tau=p.sigmoid_tau,
-                            trained_betas=tuple(p.betas) if p.betas is not None else None)
+        return VPProcess(T=p.T, schedule=p.schedule, beta_start=p.beta_start, beta_end=p.beta_end,
+                         beta_scale=p.beta_scale, sigmoid_start=p.sigmoid_start, sigmoid_end=p.sigmoid_end,
+                         sigmoid_tau=p.sigmoid_tau,
+                         trained_betas=tuple(p.betas) if p.betas is not None else None)
     return VEProcess(kind=p.ve_sigma, sigma_min=p.sigma_min, sigma_max=p.sigma_max)
 
 

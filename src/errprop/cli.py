@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import ErrpropError
@@ -33,17 +34,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _SamplerNames:
-    """The sampler registry's names as argparse ``choices``, read from :mod:`errprop.samplers` (and
-    so torch) only when a sampler argument is checked or its help is printed."""
+class _Registry:
+    """A registry's names as argparse ``choices``, read from the module that defines them (and so
+    torch) only when the argument is checked or its help is printed; give the argument a
+    ``metavar``, so that its usage line (printed on any argument error) does not read them."""
 
-    def __init__(self, with_data: bool = False) -> None:
-        self.with_data = with_data
-
-    def _names(self) -> tuple[str, ...]:
-        from .samplers import NAMES, SAMPLERS
-
-        return tuple(SAMPLERS) if self.with_data else NAMES
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self._names = names
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
@@ -53,6 +50,30 @@ class _SamplerNames:
 
     def __len__(self) -> int:
         return len(self._names())
+
+
+def _sampler_names() -> tuple[str, ...]:
+    from .samplers import NAMES
+
+    return NAMES
+
+
+def _all_sampler_names() -> tuple[str, ...]:  # with those that need data (diagnose)
+    from .samplers import SAMPLERS
+
+    return tuple(SAMPLERS)
+
+
+def _grid_names() -> tuple[str, ...]:
+    from .grids import GRIDS
+
+    return GRIDS
+
+
+def _image_sets() -> tuple[str, ...]:
+    from .data.images import NAMES
+
+    return NAMES
 
 
 def _positive(text: str) -> int:
@@ -85,8 +106,8 @@ def _model_source_options(parser: argparse.ArgumentParser, data: bool = True) ->
     parser.add_argument("--class-label", type=int, metavar="K",
                         help="diffusers:PATH class-conditional UNets: the class to sample")
     if data:
-        parser.add_argument("--data", choices=("fashion-mnist", "digits", "mnist", "cifar10", "folder"),
-                            help="diffusers:PATH models: the data set to compare with")
+        parser.add_argument("--data", choices=_Registry(_image_sets), metavar="NAME",
+                            help="diffusers:PATH models: the data set to compare with (%(choices)s)")
         parser.add_argument("--data-root", metavar="DIR", help="with --data: the folder holding its files")
 
 
@@ -459,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text,
                               formatter_class=_Formatter)
 
-    samplers = _SamplerNames()
-    grids = ("uniform", "quadratic", "edm", "exponential", "list")
+    samplers = _Registry(_sampler_names)
+    grids = _Registry(_grid_names)
     t = command("train", "train a model from a YAML config (or continue one with --resume)")
     t.add_argument("--config", help="YAML config; default: the built-in defaults (ring of 8)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -491,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive, help="number of samples; default: the run's sample.n")
     s.add_argument("--seed", type=int, help="sample seed; default: the run's sample.seed")
     s.add_argument("--batch-size", type=_positive, help="default: the run's sample.batch_size")
-    s.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
+    s.add_argument("--grid", choices=grids, metavar="GRID",
+                   help="step grid: %(choices)s; default: the run's sample.grid")
     s.add_argument("--eta", type=float, help="DDIM / Euler-ancestral η; default: the run's sample.eta "
                                              "(unset: 0 for DDIM, 1 for Euler ancestral)")
     s.add_argument("--sigmas", metavar="FILE", help="sample on this grid (a `grid optimize` JSON or a list "
@@ -534,10 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "learned, local (default: modular,cumulative,gap, and learned with "
                                   "--oracle; local: the local error per step of a deterministic solver, "
                                   "on mixtures)")
-    g.add_argument("--sampler", choices=_SamplerNames(with_data=True), metavar="SAMPLER",
+    g.add_argument("--sampler", choices=_Registry(_all_sampler_names), metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")
     g.add_argument("--steps", type=_positive, help="sampling steps; default: the run's sample.steps")
-    g.add_argument("--grid", choices=grids, help="step grid; default: the run's sample.grid")
+    g.add_argument("--grid", choices=grids, metavar="GRID",
+                   help="step grid: %(choices)s; default: the run's sample.grid")
     g.add_argument("--n", type=_positive, default=1000, help="samples (chains)")
     g.add_argument("--seed", type=int, default=0, help="sample seed")
     g.add_argument("--batch-size", type=_positive, help="samples per network batch; default: all")

@@ -3,7 +3,8 @@
 The schema is the dataclasses below; each field's ``metadata`` states its constraint
 (``choices``, ``min``, ``gt``), so validation is declarative and every error names the field:
 an unknown key, a wrong type or an impossible value gives an :class:`ErrpropError` such as
-``config: train.steps must be ≥ 1, got 0``.
+``config: train.steps must be ≥ 1, got 0``. A field's choices are read from the registry of the
+module that implements them (the samplers, processes, losses, grids, ...), never listed here.
 """
 
 from __future__ import annotations
@@ -18,9 +19,20 @@ from typing import Any
 
 import yaml
 
+from .data.gmm import PRESETS as MIXTURES
+from .data.images import NAMES as IMAGE_SETS
+from .denoisers import PARAMETERIZATIONS
 from .errors import ErrpropError
-from .grids import SPACINGS
+from .grids import GRIDS, SPACINGS
+from .losses import NAMES as LOSSES
+from .losses.cumulative import BACKPROPS, ROLLOUT_STEPS, check_batch
+from .losses.sequence_aware import CHOICES as SA_CHOICES
+from .losses.simple import SIGMA_SAMPLING, WEIGHTINGS
+from .metrics.mmd import MULTIPLIERS
+from .nets import NETS
+from .process import BETA_SCALES, BETA_SCHEDULES, KINDS, VE_KINDS
 from .samplers import NAMES as SAMPLER_NAMES
+from .samplers import VARIANCES
 
 
 def _f(default: Any, **meta: Any) -> Any:
@@ -34,8 +46,7 @@ def _f(default: Any, **meta: Any) -> Any:
 class DataConfig:
     """What to train on: a Gaussian mixture (exact ground truth) or an image data set."""
 
-    name: str = _f("ring8", choices=("ring8", "grid25", "random", "digits", "fashion-mnist",
-                                     "mnist", "cifar10", "folder"))
+    name: str = _f("ring8", choices=MIXTURES + IMAGE_SETS)
     root: str | None = _f(None)  # folder holding the data set's files (images)
     dim: int = _f(2, min=1)  # random mixture: dimension
     components: int = _f(8, min=1)  # random mixture: number of components
@@ -48,21 +59,20 @@ class DataConfig:
 class ProcessConfig:
     """The forward process: discrete VP (DDPM) or VE (see :mod:`errprop.process`)."""
 
-    kind: str = _f("vp", choices=("vp", "ve"))
+    kind: str = _f("vp", choices=KINDS)
     T: int = _f(1000, min=2)
     # sigmoid: diffusers' sigmoid on β; sigmoid_abar: EPDM's default, a sigmoid on ᾱ
     # scaled_linear: diffusers' (√β linear); trained: the list process.betas (diffusers' trained_betas)
-    schedule: str = _f("linear", choices=("linear", "scaled_linear", "cosine", "sigmoid", "sigmoid_abar",
-                                          "trained"))
+    schedule: str = _f("linear", choices=BETA_SCHEDULES)
     betas: list[float] | None = _f(None)  # schedule 'trained' only
     beta_start: float = _f(1e-4, gt=0)
     beta_end: float = _f(0.02, gt=0)
     # epdm: beta_start, beta_end × 1000/T (EPDM's linear schedule); linear / sigmoid only
-    beta_scale: str = _f("none", choices=("none", "epdm"))
+    beta_scale: str = _f("none", choices=BETA_SCALES)
     sigmoid_start: float = _f(-3.0)  # sigmoid_abar only; EPDM's defaults −3, 3, τ = 1
     sigmoid_end: float = _f(3.0)
     sigmoid_tau: float = _f(1.0, gt=0)
-    ve_sigma: str = _f("linear", choices=("sqrt", "linear"))  # VE: σ(t) = √t or t
+    ve_sigma: str = _f("linear", choices=VE_KINDS)  # VE: σ(t) = √t or t
     sigma_min: float = _f(0.002, gt=0)  # VE only
     sigma_max: float = _f(80.0, gt=0)  # VE only
 
@@ -100,11 +110,11 @@ class ProcessConfig:
 class ModelConfig:
     """The network and how its output becomes a denoiser."""
 
-    net: str = _f("mlp", choices=("mlp", "unet", "diffusers"))
+    net: str = _f("mlp", choices=NETS)
     # diffusers: a UNet2DModel folder (save_pretrained); its architecture and initial weights
     diffusers_path: str | None = _f(None)
     class_label: int | None = _f(None)  # diffusers class-conditional UNets: the class sampled
-    parameterization: str = _f("eps", choices=("eps", "x0", "v", "edm"))
+    parameterization: str = _f("eps", choices=PARAMETERIZATIONS)
     # condition on the nearest integer timestep (set when loading a diffusers DPMSolverMultistep /
     # UniPC scheduler with Karras σ, as diffusers does; errprop's default is the exact fractional t)
     round_timesteps: bool = _f(False)
@@ -125,11 +135,11 @@ class SAConfig:
 
     K: int = _f(2, min=1)
     lam: float = _f(1.0, min=0)
-    tau: str = _f("none", choices=("paper", "relative", "none"))
-    window_noise: str = _f("independent", choices=("independent", "chain"))
-    direction: str = _f("down", choices=("down", "up"))
-    t_sampling: str = _f("antithetic", choices=("uniform", "antithetic"))
-    simple_on: str = _f("anchor", choices=("anchor", "window"))
+    tau: str = _f("none", choices=SA_CHOICES["tau"])
+    window_noise: str = _f("independent", choices=SA_CHOICES["window_noise"])
+    direction: str = _f("down", choices=SA_CHOICES["direction"])
+    t_sampling: str = _f("antithetic", choices=SA_CHOICES["t_sampling"])
+    simple_on: str = _f("anchor", choices=SA_CHOICES["simple_on"])
 
 
 @dataclass
@@ -138,18 +148,18 @@ class EPConfig:
 
     L: int = _f(5, min=1)
     lam: float = _f(1.0, min=0)
-    sampler: str = _f("ancestral", choices=("ancestral", "ddim"))
-    backprop: str = _f("full", choices=("full", "last"))
-    multipliers: list[float] = _f([0.25, 0.5, 1.0, 2.0, 4.0])
+    sampler: str = _f("ancestral", choices=tuple(ROLLOUT_STEPS))
+    backprop: str = _f("full", choices=BACKPROPS)
+    multipliers: list[float] = _f(list(MULTIPLIERS))
 
 
 @dataclass
 class LossConfig:
     """The training objective: ``simple`` (any weighting), ``sa`` or ``ep`` on top of it."""
 
-    name: str = _f("simple", choices=("simple", "sa", "ep"))
-    weighting: str | None = _f(None, choices=("eps", "x0", "v", "edm", None))  # None: the model's
-    sigma_sampling: str = _f("uniform", choices=("uniform", "antithetic", "lognormal"))
+    name: str = _f("simple", choices=LOSSES)
+    weighting: str | None = _f(None, choices=(*WEIGHTINGS, None))  # None: the model's
+    sigma_sampling: str = _f("uniform", choices=SIGMA_SAMPLING)
     p_mean: float = _f(-1.2)
     p_std: float = _f(1.2, gt=0)
     input_perturbation: float = _f(0.0, min=0)
@@ -190,13 +200,13 @@ class SampleConfig:
 
     sampler: str = _f("ddim", choices=SAMPLER_NAMES)
     steps: int = _f(50, min=1)
-    grid: str = _f("uniform", choices=("uniform", "quadratic", "edm", "exponential", "list"))
+    grid: str = _f("uniform", choices=GRIDS)
     spacing: str = _f("trailing", choices=SPACINGS)
     steps_offset: int = _f(0, min=0)  # diffusers' steps_offset (added to 'leading' timesteps)
     rho: float = _f(7.0, gt=0)
     sigmas: list[float] | None = _f(None)  # grid 'list'
     eta: float | None = _f(None, min=0)  # ddim, euler_ancestral; null: theirs (0 and 1)
-    variance: str = _f("small", choices=("small", "large"))  # ddpm
+    variance: str = _f("small", choices=VARIANCES)  # ddpm
     s_churn: float = _f(0.0, min=0)  # euler / heun
     # dpmpp_* / unipc_*: lower the final steps' orders (diffusers' lower_order_final; DPM-Solver++
     # does so only on grids of < 15 steps) and the steps whose UniPC prediction is not corrected
@@ -317,11 +327,8 @@ def _cross_check(cfg: Config) -> None:
         )
     if cfg.train.ema_decay >= 1:
         raise ErrpropError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
-    if cfg.loss.name == "ep" and cfg.train.batch_size < 4:
-        raise ErrpropError(
-            f"config: train.batch_size must be ≥ 4 for loss 'ep' (two half-batches of ≥ 2), "
-            f"got {cfg.train.batch_size}"
-        )
+    if cfg.loss.name == "ep":
+        check_batch(cfg.train.batch_size)
     if cfg.loss.name in ("sa", "ep") and p.kind != "vp":
         raise ErrpropError(f"config: loss.name {cfg.loss.name!r} needs process.kind 'vp'")
     if cfg.sample.grid == "list" and not cfg.sample.sigmas:

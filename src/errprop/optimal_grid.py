@@ -276,7 +276,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     ``oracle`` on a mixture, the exact final excess cross-entropy of every grid.
     """
     from .builders import load_data, sampler_settings
-    from .samplers import get_sampler, step_options
+    from .samplers import is_gaussian, step_options
 
     if objective not in OBJECTIVES:
         raise ErrpropError(f"--objective: unknown {objective!r}; choose from {', '.join(OBJECTIVES)}")
@@ -288,8 +288,7 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
                                "Gaussian-mixture run (exact density); on images use --objective klub")
     user = sampler_settings(run.config)
     opts = step_options(sampler, steps, run.process, **user)
-    entry = get_sampler(sampler)
-    if objective == "modular" and not (entry.gaussian and entry.stochastic(opts)):
+    if objective == "modular" and not is_gaussian(sampler, opts):
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub or xent")
     free = mixture is not None  # the prior's error is exact on a mixture: the DP may pick the start

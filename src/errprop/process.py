@@ -20,6 +20,8 @@ import torch
 
 from .errors import ErrpropError
 
+#: The processes, by config name (``process.kind``): :class:`VPProcess`, :class:`VEProcess`.
+KINDS = ("vp", "ve")
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid", "sigmoid_abar", "trained")
 BETA_SCALES = ("none", "epdm")
 # Schedules whose β_t are built from (beta_start, beta_end); only these can be rescaled.
@@ -275,12 +277,3 @@ class VEProcess(Process):
     def sample_sigma(self, u):
         t_min, t_max = float(self.t(self.sigma_min)), float(self.t(self.sigma_max))
         return self.sigma(t_min + u * (t_max - t_min))
-
-
-def make_process(kind: str = "vp", **kwargs) -> Process:
-    """Build a process from config fields (``kind`` = ``vp`` or ``ve``)."""
-    if kind == "vp":
-        return VPProcess(**kwargs)
-    if kind == "ve":
-        return VEProcess(**kwargs)
-    raise ErrpropError(f"process.kind: unknown {kind!r}; choose 'vp' or 've'")

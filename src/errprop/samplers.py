@@ -37,6 +37,8 @@ from .process import Process
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 Callback = Callable[[dict], None]
+#: DDPM's step variances: β̃_t (``small``) or β_t (``large``).
+VARIANCES = ("small", "large")
 
 
 def ddim_step(denoiser: Denoise, x, sigma: float, sigma_next: float, noise: Noise, eta: float = 0.0,
@@ -158,7 +160,6 @@ class Sampler:
     stochastic: Callable[[dict], bool]
     evals_per_step: int = 1  # Heun: 2 (its last step, to σ = 0, is Euler: 1); UniPC: 1 (see multistep)
     gaussian: bool = False
-    clips: bool = False  # honours clip_sample / thresholding
     needs_data: bool = False
     multistep: bool = False  # the step takes the loop's ``state`` (its history)
 
@@ -213,11 +214,11 @@ def _register() -> dict[str, Sampler]:
 
     def multistep(step, options, stochastic=False, **fixed):
         # the name fixes the order (a partial, so that each name has its own step function)
-        return Sampler(partial(step, **fixed), options, lambda o: stochastic, clips=True, multistep=True)
+        return Sampler(partial(step, **fixed), options, lambda o: stochastic, multistep=True)
 
     return {
-        "ddim": Sampler(ddim_step, _ddim_options, eta_positive, gaussian=True, clips=True),
-        "ddpm": Sampler(ddpm_step, _ddpm_options, lambda o: True, gaussian=True, clips=True),
+        "ddim": Sampler(ddim_step, _ddim_options, eta_positive, gaussian=True),
+        "ddpm": Sampler(ddpm_step, _ddpm_options, lambda o: True, gaussian=True),
         "euler": Sampler(euler_step, _edm_options, _churned),
         "heun": Sampler(heun_step, _edm_options, _churned, evals_per_step=2),
         "euler_ancestral": Sampler(euler_ancestral_step, _ancestral_options, eta_positive, gaussian=True),
@@ -262,12 +263,24 @@ def step_options(sampler: str, steps: int, process: Process, **settings) -> dict
     return get_sampler(sampler).options(steps, process, **settings)
 
 
-def is_stochastic(step: str | Callable, options: dict | None) -> bool:
-    """Whether a step (a name, or a registered step function) injects noise with these options."""
+def _known(step: str | Callable) -> Sampler:
     entry = _entry(step)
     if entry is None:
         raise ErrpropError(f"unknown sampler step {step!r}")
-    return entry.stochastic(options or {})
+    return entry
+
+
+def is_stochastic(step: str | Callable, options: dict | None) -> bool:
+    """Whether a step (a name, or a registered step function) injects noise with these options."""
+    return _known(step).stochastic(options or {})
+
+
+def is_gaussian(step: str | Callable, options: dict | None) -> bool:
+    """Whether a step (a name, or a registered step function) with these options is stochastic and
+    Gaussian given x̂ alone, so that its modular KL exists (DDPM, DDIM with η > 0, Euler ancestral,
+    Analytic-DPM; not a deterministic solver nor a multistep SDE step)."""
+    entry = _known(step)
+    return entry.gaussian and entry.stochastic(options or {})
 
 
 def nfe(sampler: str | Callable, n_steps: int) -> int:

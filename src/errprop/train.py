@@ -41,6 +41,7 @@ from .builders import build_denoiser, build_loss, build_process, build_source, c
 from .config import Config, dump, read_yaml, same
 from .errors import ErrpropError
 from .keys import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
+from .losses.cumulative import check_batch
 from .noise import Noise, stream_seeds
 from .provenance import has_amx
 
@@ -246,9 +247,8 @@ class _Trainer:
             raise ErrpropError(f"config: train.batch_size {tc.batch_size} is not divisible by "
                                f"{ctx.world} ranks")
         self.local = tc.batch_size // ctx.world
-        if cfg.loss.name == "ep" and self.local < 4:
-            raise ErrpropError(f"config: loss 'ep' needs ≥ 4 samples per rank (two half-batches of ≥ 2); "
-                               f"train.batch_size {tc.batch_size} over {ctx.world} ranks gives {self.local}")
+        if cfg.loss.name == "ep":
+            check_batch(tc.batch_size, ctx.world)
         self.cfg, self.tc, self.run, self.ctx, self.device = cfg, tc, run, ctx, ctx.device
         self.source = build_source(cfg)
         process = build_process(cfg)

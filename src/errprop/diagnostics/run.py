@@ -51,8 +51,7 @@ from ..files import to_jsonable, write_json
 from ..grids import exponential, make_grid
 from ..keys import KEY_DATA
 from ..process import Process, VPProcess
-from ..samplers import SAMPLERS as REGISTRY
-from ..samplers import Denoise, get_sampler, step_options
+from ..samplers import SAMPLERS, Denoise, get_sampler, is_gaussian, is_stochastic, step_options
 from ..streams import default_dtype, draw_data
 from .budget import DS_GRIDS, compare_schedules
 from .cumulative import amplification, cumulative_error
@@ -64,7 +63,6 @@ from .plots import curves, plot_steps
 from .report import write_report
 
 WHATS = ("modular", "cumulative", "amplification", "gap", "budget", "learned", "local")
-SAMPLERS = tuple(REGISTRY)
 MIXTURE_ONLY = {"amplification": "the amplification fit needs the modular KL (exact q)",
                 "local": "the local error needs the exact probability-flow step"}
 #: Measurements that need an exact reference: a mixture, or an ideal-denoiser oracle on images.
@@ -89,7 +87,7 @@ class _Setup:
                  n: int, seed: int, options: dict | None, grid_options: dict | None,
                  batch_size: int | None, oracle=None, heldout: torch.Tensor | None = None):
         if sampler not in SAMPLERS:
-            raise ErrpropError(f"diagnose: unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+            raise ErrpropError(f"diagnose: unknown sampler {sampler!r}; choose one of {tuple(SAMPLERS)}")
         if not isinstance(data, GaussianMixture) and not (torch.is_tensor(data) and data.ndim >= 2):
             raise ErrpropError(
                 "diagnose: data must be a GaussianMixture or a float tensor (N, ...) of x0")
@@ -120,11 +118,6 @@ class _Setup:
         opts = step_options(self.sampler, self.steps, self.process, **self.user_options)
         return self.sampler, opts
 
-    def gaussian(self, step, options) -> bool:
-        """Whether the step is Gaussian (so that the modular KL exists)."""
-        entry = next(v for k, v in REGISTRY.items() if step in (k, v.step))
-        return entry.gaussian and entry.stochastic(options)
-
     def meta(self, what: str) -> dict:
         return {"what": what, "sampler": self.sampler, "grid": self.grid, "steps": self.steps,
                 "n": self.n, "seed": self.seed, "process": type(self.process).__name__,
@@ -138,7 +131,7 @@ class _Setup:
 
 def _modular(setup: _Setup, denoiser, device) -> dict:
     step, opts = setup.step(denoiser, device)
-    if setup.mixture is not None and setup.gaussian(step, opts):
+    if setup.mixture is not None and is_gaussian(step, opts):
         return modular_error(denoiser, setup.mixture, setup.sigmas, step=step, options=opts,
                              n=setup.n, seed=setup.seed, process=setup.process, device=device)
     res = denoising_excess(denoiser, setup.data, setup.sigmas, n=setup.n, seed=setup.seed,
@@ -166,7 +159,7 @@ def _cumulative(setup: _Setup, denoiser, device) -> dict:
 
 def _amplification(setup: _Setup, denoiser, device) -> dict:
     step, opts = setup.step(denoiser, device)
-    if not setup.gaussian(step, opts):
+    if not is_gaussian(step, opts):
         raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
                            f"with eta > 0, analytic) for the modular KL; got {setup.sampler!r}")
     mod = modular_error(denoiser, setup.mixture, setup.sigmas, step=step, options=opts, n=setup.n,
@@ -304,14 +297,15 @@ def diagnose(
             raise ErrpropError(
                 f"diagnose {w}: needs a Gaussian-mixture data set or, on images, the ideal "
                 f"denoiser of the training set as oracle (--oracle) ({NEEDS_EXACT[w]})")
-    entry = get_sampler(setup.sampler)
-    if "local" in what and (entry.needs_data or entry.stochastic(
-            step_options(setup.sampler, setup.steps, process, **setup.user_options))):
+    # the step's options before any work (a sampler that needs data has its table estimated later;
+    # its step is stochastic with any table)
+    opts = ({} if get_sampler(setup.sampler).needs_data else
+            step_options(setup.sampler, setup.steps, process, **setup.user_options))
+    if "local" in what and is_stochastic(setup.sampler, opts):
         raise ErrpropError(f"diagnose local: sampler {setup.sampler!r} is stochastic (no local ODE error); "
                            "use a deterministic solver (ddim with eta 0, euler, heun, dpmpp_2m, dpmpp_3m, "
                            "unipc_2, unipc_3) or --what modular")
-    if "amplification" in what and not (entry.gaussian and (entry.needs_data or entry.stochastic(
-            step_options(setup.sampler, setup.steps, process, **setup.user_options)))):
+    if "amplification" in what and not is_gaussian(setup.sampler, opts):
         raise ErrpropError("diagnose amplification: needs a Gaussian sampler step (ddpm, ddim "
                            f"with eta > 0, analytic) for the modular KL; got {setup.sampler!r}")
     out_dir = Path(out_dir)

@@ -4,4 +4,8 @@ from .cumulative import CumulativeErrorLoss
 from .sequence_aware import SequenceAwareLoss
 from .simple import SimpleLoss
 
-__all__ = ["CumulativeErrorLoss", "SequenceAwareLoss", "SimpleLoss"]
+#: The objectives, by config name (``loss.name``): :class:`SimpleLoss`, :class:`SequenceAwareLoss`
+#: (``sa``), :class:`CumulativeErrorLoss` (``ep``) on top of the simple loss.
+NAMES = ("simple", "sa", "ep")
+
+__all__ = ["NAMES", "CumulativeErrorLoss", "SequenceAwareLoss", "SimpleLoss"]

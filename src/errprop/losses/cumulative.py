@@ -41,6 +41,24 @@ from ..samplers import sample
 from .simple import SimpleLoss
 
 BaseLoss = Callable[..., dict]
+#: The rollout samplers, by config name (``loss.ep.sampler``; ``ancestral`` is the EP code's name),
+#: and the step of :mod:`errprop.samplers` each runs.
+ROLLOUT_STEPS = {"ancestral": "ddpm", "ddim": "ddim"}
+#: Where the rollout's gradient flows (``loss.ep.backprop``): every step, or the last only.
+BACKPROPS = ("full", "last")
+#: The smallest batch (per rank) EP takes: R compares two half-batches of ≥ 2 samples.
+MIN_BATCH = 4
+
+
+def check_batch(batch_size: int, ranks: int = 1) -> None:
+    """Raise unless a batch of ``batch_size`` (split over ``ranks`` DDP ranks) gives every rank two
+    half-batches of ≥ 2 samples — the one check of EP's batch, made by the config, the trainer
+    (per rank) and the loss itself."""
+    local = batch_size // ranks
+    if local < MIN_BATCH:
+        split = f" per rank (train.batch_size {batch_size} over {ranks} ranks)" if ranks > 1 else ""
+        raise ErrpropError(f"loss 'ep' needs a batch of ≥ {MIN_BATCH} (two half-batches of ≥ 2; "
+                           f"train.batch_size), got {local}{split}")
 
 
 def _draw_int(noise: Noise, low: int, high: int) -> int:
@@ -83,9 +101,9 @@ class CumulativeErrorLoss:
             raise ErrpropError(f"loss.ep.L must be an integer ≥ 1, got {self.L!r}")
         if not self.lam >= 0:
             raise ErrpropError(f"loss.ep.lam must be ≥ 0, got {self.lam}")
-        if self.sampler not in ("ancestral", "ddim"):
+        if self.sampler not in ROLLOUT_STEPS:
             raise ErrpropError(f"loss.ep.sampler: unknown {self.sampler!r}; choose 'ancestral' or 'ddim'")
-        if self.backprop not in ("full", "last"):
+        if self.backprop not in BACKPROPS:
             raise ErrpropError(f"loss.ep.backprop: unknown {self.backprop!r}; choose 'full' or 'last'")
         if not self.multipliers or any(m <= 0 for m in self.multipliers):
             raise ErrpropError(f"loss.ep.multipliers must be positive numbers, got {list(self.multipliers)}")
@@ -103,7 +121,7 @@ class CumulativeErrorLoss:
         Gradient flows through every step (``full``) or only the last (``last``).
         """
         levels = self.process.sigmas[tail:h + 1].flip(0)  # σ_h, σ_{h−1}, …, σ_tail
-        step = "ddpm" if self.sampler == "ancestral" else "ddim"  # "ancestral": the EP code's name
+        step = ROLLOUT_STEPS[self.sampler]
         if self.backprop == "last":  # the steps before the last carry no gradient
             x = sample(denoiser, x, levels[:-1], noise, step).detach()
             levels = levels[-2:]
@@ -111,10 +129,7 @@ class CumulativeErrorLoss:
 
     def __call__(self, denoiser, x0: torch.Tensor, noise: Noise) -> dict[str, torch.Tensor]:
         B = x0.shape[0]
-        if B < 4:
-            raise ErrpropError(
-                f"loss 'ep' needs a batch of ≥ 4 (two half-batches of ≥ 2; train.batch_size), got {B}"
-            )
+        check_batch(B)
         base = self.base(denoiser, x0, noise)
         h, tail = self.draw_steps(noise)
         half = B // 2

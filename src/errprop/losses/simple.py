@@ -32,6 +32,8 @@ from ..noise import Noise
 from ..process import Process
 
 SIGMA_SAMPLING = ("uniform", "antithetic", "lognormal")
+#: The weightings (see the module table): one per parameterization, each its classical loss.
+WEIGHTINGS = PARAMETERIZATIONS
 
 
 def _b(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,7 @@ def loss_weight(weighting: str, sigma: torch.Tensor, sigma_data: float = 0.5) ->
         return (1 + sigma**2) / sigma**2
     if weighting == "edm":
         return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-    raise ErrpropError(f"loss.weighting: unknown {weighting!r}; choose one of {PARAMETERIZATIONS}")
+    raise ErrpropError(f"loss.weighting: unknown {weighting!r}; choose one of {WEIGHTINGS}")
 
 
 @dataclass
