@@ -413,3 +413,85 @@ def test_export_names_a_sampler_without_a_diffusers_scheduler(tmp_path):
             **({"grid": value} if field == "grid" else {})))
         with pytest.raises(ErrpropError, match=message):
             scheduler_config(cfg)
+
+
+def test_unet_and_scheduler_saved_separately_load_as_one_model(tmp_path, capsys):
+    """``unet.save_pretrained(ROOT/unet)`` and ``scheduler.save_pretrained(ROOT/scheduler)`` without a
+    ``model_index.json``: ROOT is the model; a folder holding a model elsewhere names that folder."""
+    root = tmp_path / "parts"
+    _unet().save_pretrained(str(root / "unet"))
+    DDIMScheduler(clip_sample=False).save_pretrained(str(root / "scheduler"))
+    run = load_diffusers(f"diffusers:{root}")
+    assert run.shape == (1, 8, 8) and run.config.sample.sampler == "ddim"
+    assert Path(run.config.model.diffusers_path) == (root / "unet").resolve()
+    z = 2 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_ours(root, z, "ddim"), _ours(root / "unet", z, "ddim"))
+    assert main(["sample", f"diffusers:{root}", "--steps", "3", "--n", "4", "--out",
+                 str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    _unet().save_pretrained(str(other / "my_unet"))
+    assert main(["sample", f"diffusers:{other}", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "not a diffusers model folder" in err and f"diffusers:{other / 'my_unet'}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_diffusers_advice_is_not_errprops_output_but_its_errors_are(tmp_path, capsys, caplog):
+    """diffusers' own warnings (here: config keys this diffusers does not know, as a model saved by
+    a newer diffusers has) are silenced around errprop's loads; errprop's messages and errors are not."""
+    import subprocess
+    import sys
+
+    from diffusers.utils import logging as diffusers_logging
+
+    folder = _save(tmp_path / "m", DDIMScheduler())
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "a_key_from_the_future": 1}))
+    sched = json.loads((folder / "scheduler_config.json").read_text())
+    (folder / "scheduler_config.json").write_text(json.dumps({**sched, "another_new_key": 2}))
+    r = subprocess.run([sys.executable, "-m", "errprop", "sample", f"diffusers:{folder}", "--steps", "2",
+                        "--n", "2", "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().endswith(".npz")
+    assert "a_key_from_the_future" not in r.stderr and "another_new_key" not in r.stderr
+    assert "accelerate" not in r.stderr and "diffusers" not in r.stderr
+    before = diffusers_logging.get_verbosity()
+    load_diffusers(f"diffusers:{folder}")
+    assert not [rec for rec in caplog.records if rec.name.startswith("diffusers")]
+    assert diffusers_logging.get_verbosity() == before  # the user's setting is left as it was
+    # the same load outside errprop's guard does log it (the test would pass vacuously otherwise)
+    UNet2DModel.from_pretrained(str(folder), low_cpu_mem_usage=False)
+    assert any("a_key_from_the_future" in rec.getMessage() for rec in caplog.records)
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"broken")
+    assert main(["sample", f"diffusers:{folder}", "--out", str(tmp_path / "s")]) == 2
+    assert "errprop: error: diffusers: cannot load the UNet" in capsys.readouterr().err
+
+
+def test_init_on_data_of_another_shape_names_both_shapes(tmp_path, capsys):
+    """train --init: a 1-channel 8×8 UNet on a folder of RGB images is a one-line error naming both
+    shapes (not a RuntimeError from inside the network); a folder takes the model's image size."""
+    model = f"diffusers:{_save(tmp_path / 'm', DDIMScheduler())}"
+    data = _image_folder(tmp_path / "rgb", labelled=False)
+    argv = ["train", "--init", model, "--set", "data.name=folder", "--set", f"data.root={data}",
+            "--set", "train.steps=1", "--set", "train.batch_size=4", "--no-progress"]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "image_size: 8" in capsys.readouterr().out  # the model's sample_size
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "takes samples of shape 1×8×8" in err and "shape 3×8×8" in err and "data.image_size=8" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    # digits are 1×8×8 but the ring of 8 is 2-D: named too
+    assert main(["train", "--init", model, "--set", "data.name=ring8", "--out", str(tmp_path / "r2"),
+                 "--no-progress"]) == 2
+    assert "data 'ring8' has samples of shape 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["sample"], ["evaluate", "--data", "digits"],
+                                 ["diagnose", "--data", "digits"]])
+def test_results_of_a_diffusers_model_need_out(tmp_path, capsys, cmd):
+    folder = _save(tmp_path / "m", DDIMScheduler())
+    assert main([cmd[0], f"diffusers:{folder}", *cmd[1:], "--steps", "2"]) == 2
+    assert f"{cmd[0]}: pass --out for a diffusers model" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors",
+                                                         "scheduler_config.json"]

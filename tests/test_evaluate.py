@@ -1,6 +1,7 @@
 """``evaluate`` on the exact mixture denoiser: scores sit at their floor; a biased one scores worse."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,14 @@ def test_row_finds_each_setting_in_a_merged_result(tmp_path):
     assert row(res, "ddim", 20) is res["results"][1]
     with pytest.raises(ErrpropError, match="no ddpm-20 row"):
         row(res, "ddpm", 20)
+
+
+def test_the_command_is_passed_in_never_read_from_sys_argv(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["somebody-elses-program", "--secret"])
+    mix = GaussianMixture.ring8()
+    res = evaluate(_run(tmp_path, mix), [5], ["ddim"], "modes", n=50, progress=False)
+    assert res["command"] is None
+    res = evaluate(_run(tmp_path, mix), [5], ["ddim"], "modes", n=50, progress=False,
+                   command="errprop evaluate RUN --steps 5")
+    assert json.loads((tmp_path / "eval" / f"{Path(res['file']).name}").read_text())["command"] == (
+        "errprop evaluate RUN --steps 5")

@@ -16,6 +16,7 @@ from errprop.data.gmm import GaussianMixture
 from errprop.errors import ErrpropError
 from errprop.optimal_grid import (
     candidates,
+    default_objective,
     descend,
     dp_grid,
     hand_made,
@@ -129,3 +130,31 @@ def test_with_the_prior_cost_the_start_is_free_and_still_optimal():
     assert grid[-2] == pytest.approx(process.sigma_min) and grid[-1] == 0
     for name, g in made.items():
         assert value <= path_cost(cost, levels, g, start) + 1e-12, name
+
+
+def test_the_default_objective_fits_the_sampler_and_data(tmp_path):
+    """A deterministic sampler (DDIM, η = 0) has no Gaussian step for ``modular``: the default is
+    then ``klub``, as on images; a Gaussian stochastic step on a mixture gets ``modular``."""
+    assert default_objective(gaussian_step=True, mixture=True) == "modular"
+    assert default_objective(gaussian_step=False, mixture=True) == "klub"
+    assert default_objective(gaussian_step=True, mixture=False) == "klub"
+    run = _mixture_run(tmp_path)
+    assert optimize(run, "ddim", 4, n=50, m=8)["objective"] == "klub"
+    assert optimize(run, "ddpm", 4, n=50, m=8)["objective"] == "modular"
+    assert optimize(_mixture_run(tmp_path, eta=1.0), "ddim", 4, n=50, m=8)["objective"] == "modular"
+
+
+def test_cli_grid_optimize_with_a_deterministic_sampler_needs_no_objective(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs/gmm.yaml"), "--out", str(run),
+                 "--set", "train.steps=5", "--set", "model.width=16", "--set", "model.depth=1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    grid = tmp_path / "grid.json"
+    argv = ["grid", "optimize", str(run), "--sampler", "ddim", "--steps", "10", "--n", "50",
+            "--candidates", "16", "--out", str(grid), "--device", "cpu"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("klub: optimized")
+    res = json.loads(grid.read_text())
+    assert res["objective"] == "klub" and len(res["sigmas"]) == 10
+    assert res["command"] == "errprop " + " ".join(argv)  # the command given, not the test runner's

@@ -1,6 +1,7 @@
 """The training loop: exact resume, logs, divergence guard, run-folder contents."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,9 +133,49 @@ def test_train_to_end_refuses_a_folder_with_another_config(tmp_path):
     from errprop.train import train_to_end
 
     train_to_end(config.load(overrides=FAST + ["train.steps=3"]), tmp_path / "r", progress=False)
-    with pytest.raises(ErrpropError, match="another config"):
+    with pytest.raises(ErrpropError, match="another config.*loss.name: 'simple' → 'sa'"):
         train_to_end(config.load(overrides=FAST + ["train.steps=3", "loss.name=sa"]), tmp_path / "r",
                      progress=False)
+    # stricter than train(resume=True): a script's folder is one config, train.* included
+    with pytest.raises(ErrpropError, match="another config.*train.lr"):
+        train_to_end(config.load(overrides=FAST + ["train.steps=3", "train.lr=0.01"]), tmp_path / "r",
+                     progress=False)
+
+
+def test_resume_follows_the_one_rule_and_records_every_change(tmp_path):
+    """train(resume=True) — the API, as the CLI does — refuses a change to what the run learns
+    unless allowed (naming the field, before touching the folder), and records every change."""
+    run = tmp_path / "r"
+    train(config.load(overrides=FAST + ["train.steps=3"]), run, progress=False)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ErrpropError, match=r"loss.name: 'simple' → 'sa'.*allow_change=True"):
+        train(config.load(overrides=FAST + ["train.steps=5", "loss.name=sa"]), run, resume=True,
+              progress=False)
+    assert (run / "config.yaml").read_text() == before and not (run / "changes.jsonl").exists()
+    assert checkpoint.load(run)[1]["step"] == 3
+    # train and sample fields change freely (training on); the change is recorded
+    train(config.load(overrides=FAST + ["train.steps=5"]), run, resume=True, progress=False)
+    change = json.loads((run / "changes.jsonl").read_text().splitlines()[-1])
+    assert change["resumed_at_step"] == 3 and change["changed"] == {"train.steps": [3, 5]}
+    # what the run learns changes only when allowed
+    result = train(config.load(overrides=FAST + ["train.steps=7", "loss.input_perturbation=0.1"]), run,
+                   resume=True, progress=False, allow_change=True)
+    assert result.step == 7 and result.start == 5
+    rows = [json.loads(r) for r in (run / "changes.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[1]["changed"]["loss.input_perturbation"] == [0.0, 0.1]
+    assert config.load(run / "config.yaml").loss.input_perturbation == 0.1
+    # the same config: nothing to record
+    train(config.load(run / "config.yaml", ["train.steps=7"]), run, resume=True, progress=False)
+    assert len((run / "changes.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_run_without_a_folder_goes_to_runs_name_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(config.load(overrides=FAST + ["train.steps=1"]), progress=False, name="gmm")
+    assert result.run.parent == Path("runs") and result.run.name.startswith("gmm-")
+    assert (tmp_path / result.run / "config.yaml").is_file()
+    with pytest.raises(ErrpropError, match="needs the run folder"):
+        train(config.load(overrides=FAST), resume=True, progress=False)
 
 
 def test_train_to_end_accepts_a_run_saved_before_a_field_was_added(tmp_path):

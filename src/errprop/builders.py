@@ -17,6 +17,7 @@ from .data.gmm import GaussianMixture
 from .denoisers import Denoiser
 from .diffusers_io import (
     build_unet,
+    check_data_shape,
     config_from_diffusers,
     is_diffusers,
     model_folder,
@@ -109,8 +110,9 @@ def build_net(cfg: Config, shape: tuple[int, ...]) -> nn.Module:
 
         return MLP(shape[0], width=m.width, depth=m.depth, emb_dim=m.emb_dim, dropout=m.dropout)
     if m.net == "diffusers":
-
-        return build_unet(m.diffusers_path, m.class_label, m.dropout)
+        net = build_unet(m.diffusers_path, m.class_label, m.dropout)
+        check_data_shape(dict(net.unet.config), shape, m.diffusers_path, cfg.data.name)
+        return net
     if len(shape) != 3:
         raise ErrpropError(f"model.net 'unet' needs image data (C, H, W), got samples of shape {shape}")
     from .nets.unet import UNet
@@ -200,14 +202,18 @@ class Run:
 
 
 def load_run(path, ema: bool | None = None, device: str | torch.device = "cpu",
-             class_label: int | None = None, data: dict | None = None) -> Run:
+             class_label: int | None = None, data: dict | None = None, needs_data: bool = False) -> Run:
     """Load the latest checkpoint of a run folder (or a given checkpoint file), or a diffusers model
     folder named ``diffusers:PATH`` (then ``class_label`` and ``data`` apply; see
     :func:`load_diffusers`).
 
     ``ema``: load the EMA weights (True) or the raw ones (False); ``None`` follows the run's
-    ``sample.ema`` (default True, as diffusers users expect)."""
+    ``sample.ema`` (default True, as diffusers users expect). ``needs_data``: the caller compares
+    with the data set (evaluate, diagnose, grids), which a diffusers model must then be given."""
     if is_diffusers(path):
+        if needs_data and not data:
+            raise ErrpropError(f"{path}: a diffusers model names no data set to compare with; pass --data "
+                               "NAME (fashion-mnist, digits, mnist, cifar10, or folder with --data-root DIR)")
         return load_diffusers(path, device, class_label, data)
     if data or class_label is not None:
         raise ErrpropError("--data, --data-root and --class-label are for diffusers:PATH models; an errprop "

@@ -130,6 +130,17 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def of_run(run: str | Path, which: str | int) -> Path:
+    """The JSON path of the checkpoint ``which`` of ``run``: a checkpoint file, or a step number."""
+    if isinstance(which, str) and Path(which).exists():
+        return resolve(which)
+    try:
+        step = int(which)
+    except ValueError:
+        raise ErrpropError(f"--checkpoint {which!r}: neither a checkpoint file nor a step number") from None
+    return resolve(checkpoint_path(Path(run), step))
+
+
 def _read_meta(js: Path) -> dict[str, Any]:
     try:
         meta = json.loads(js.read_text())

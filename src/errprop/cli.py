@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -95,11 +95,8 @@ def _open_run(args: argparse.Namespace, device, ema: bool | None = None, needs_d
         data = {"name": args.data, **({"root": args.data_root} if args.data_root else {})}
     elif getattr(args, "data_root", None):
         raise ErrpropError("--data-root goes with --data (e.g. --data folder --data-root DIR)")
-    run = load_run(args.run, ema=ema, device=device, class_label=args.class_label, data=data)
-    if needs_data and run.source == "diffusers" and data is None:
-        raise ErrpropError(f"{args.run}: a diffusers model names no data set to compare with; pass --data "
-                           "NAME (fashion-mnist, digits, mnist, cifar10, or folder with --data-root DIR)")
-    return run
+    return load_run(args.run, ema=ema, device=device, class_label=args.class_label, data=data,
+                    needs_data=needs_data)
 
 
 def _model_source_options(parser: argparse.ArgumentParser, data: bool = True) -> None:
@@ -112,128 +109,45 @@ def _model_source_options(parser: argparse.ArgumentParser, data: bool = True) ->
 
 
 # ------------------------------------------------------------------------------------------ train
-#: Config sections that define what a run learns: changing one on resume makes another run.
-_LOCKED = ("data", "process", "model", "loss")
-
-
-def _changed(old: dict, new: dict, prefix: str = "") -> dict[str, list]:
-    """``{"a.b": [old, new]}`` for every leaf that differs between two config dicts."""
-    out = {}
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out |= _changed(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out[f"{prefix}{k}"] = [a, b]
-    return out
-
-
-def _default_run_folder(stem: str, device: str) -> Path:
-    """``runs/<stem>-<time>``, chosen once by rank 0 and shared with every rank under torchrun
-    (each rank's own clock could name another folder)."""
-    name = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return name
-    import torch.distributed as dist
-
-    from .distributed import setup
-    from .train import pick_device
-
-    setup(pick_device(device))  # joins torchrun's group now; train() uses the same group
-    box = [str(name)]
-    dist.broadcast_object_list(box, src=0)
-    return Path(box[0])
-
-
-def _is_main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoint
+    from . import checkpoint, run_rules
     from . import config as config_mod
-    from .files import make_dir, write_text
+    from .distributed import is_main_process
+    from .files import make_dir
     from .train import train
 
-    resume_from = None
     if args.resume:
-        if args.config:
+        if args.config or args.init:
             raise ErrpropError("--resume takes its config from the run; use --set to change fields")
         run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise ErrpropError(f"--resume {run}: not a run folder (no config.yaml)")
-        old = config_mod.load(run / "config.yaml")
-        cfg = config_mod.load(run / "config.yaml", args.set)
-        changed = _changed(old.to_dict(), cfg.to_dict())
-        locked = {k: v for k, v in changed.items() if k.split(".")[0] in _LOCKED}
-        if locked and not args.allow_change:
-            raise ErrpropError(
-                f"--resume {run}: --set changes what the run learns ({', '.join(locked)}); that would "
-                "make another run under this one's name. Train a new run (--config … --out …), or "
-                "pass --allow-change to continue with the change recorded in the run's changes.jsonl")
-        if args.checkpoint:
-            resume_from = checkpoint.resolve(args.checkpoint if Path(args.checkpoint).exists()
-                                             else checkpoint.checkpoint_path(run, _step(args.checkpoint)))
+        cfg = run_rules.resume_config(run, args.set, args.allow_change)
+        resume_from = checkpoint.of_run(run, args.checkpoint) if args.checkpoint else None
     else:
         if args.checkpoint or args.allow_change:
             raise ErrpropError("--checkpoint and --allow-change go with --resume RUN")
-        cfg = _init_config(args) if args.init else config_mod.load(args.config, args.set)
-        stem = Path(args.config).stem if args.config else "run"
-        run = Path(args.out) if args.out else _default_run_folder(stem, cfg.train.device)
-        changed = {}
+        if args.init:
+            raw = config_mod.read_yaml(args.config) if args.config else {}
+            cfg = run_rules.init_config(args.init, raw, args.set, args.class_label)
+        else:
+            cfg = config_mod.load(args.config, args.set)
+        run, resume_from = (Path(args.out) if args.out else None), None
     if args.dry_run:
         print(config_mod.dump(cfg), end="")
         return 0
-    if _is_main_rank():
+    if run is not None and is_main_process():
         make_dir(run, "--out" if not args.resume else "--resume")
-    try:
-        result = train(cfg, run, resume=bool(args.resume), progress=not args.no_progress,
-                       resume_from=resume_from)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():  # the group _default_run_folder joined
-            dist.destroy_process_group()
-    if changed and _is_main_rank():
-        import json
-
-        log = run / "changes.jsonl"
-        old_text = log.read_text() if log.is_file() else ""
-        write_text(log, old_text + json.dumps({"resumed_at_step": result.start, "changed": changed,
-                                               "date": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-    if not _is_main_rank():
+    result = train(cfg, run, resume=bool(args.resume), progress=not args.no_progress,
+                   resume_from=resume_from, allow_change=args.allow_change,
+                   name=Path(args.config).stem if args.config else "run")
+    if not is_main_process():
         return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at step {result.step}; checkpoint saved: {result.checkpoint}\n"
-              f"continue with: errprop train --resume {run}", file=sys.stderr)
+              f"continue with: errprop train --resume {result.run}", file=sys.stderr)
         return 130
     print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
-    print(run)
+    print(result.run)
     return 0
-
-
-def _init_config(args: argparse.Namespace):
-    """``--config`` (training: data, loss, optimiser) with the process, network and sampling
-    conventions of the ``--init diffusers:PATH`` model, then ``--set``."""
-    from . import config as config_mod
-    from .diffusers_io import config_from_diffusers, is_diffusers
-
-    if not is_diffusers(args.init):
-        raise ErrpropError(f"--init {args.init}: expected diffusers:PATH (a diffusers model folder)")
-    raw = config_mod.read_yaml(args.config) if args.config else {}
-    init = config_from_diffusers(args.init, args.class_label)
-    init.pop("_shape"), init.pop("data")
-    raw["process"] = init["process"]
-    raw["model"] = {**raw.get("model", {}), **init["model"]}
-    raw["sample"] = {**raw.get("sample", {}), **init["sample"]}
-    return config_mod.from_dict(config_mod.apply_overrides(raw, args.set))
-
-
-def _step(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ErrpropError(f"--checkpoint {text!r}: neither a checkpoint file nor a step number") from None
 
 
 # ------------------------------------------------------------------------------------------ sample
@@ -243,22 +157,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .files import make_dir, write_result
     from .generate import generate
     from .plots import save_samples_png
+    from .run_rules import read_sigmas, results_run, with_sigmas
     from .train import pick_device
 
     device = pick_device(args.device)
     run = _open_run(args, device, ema=False if args.raw else None)
-    _use_sigmas(args, run)
+    if args.sigmas:  # the file's grid replaces --grid and --steps
+        run = with_sigmas(run, read_sigmas(args.sigmas))
     sc = run.config.sample
     sampler = args.sampler or sc.sampler
-    steps = args.steps or sc.steps
+    steps = sc.steps if args.sigmas else args.steps or sc.steps
     seed = sc.seed if args.seed is None else args.seed
     n = args.n or sc.n
-    grid = args.grid or sc.grid
+    grid = sc.grid if args.sigmas else args.grid or sc.grid
     check_sampling(run.config, run.process, [steps], grid)
-    if args.out is None and run.source == "diffusers":
-        raise ErrpropError("sample: pass --out for a diffusers model (errprop does not write into its "
-                           "folder)")
-    out = make_dir(Path(args.out) if args.out else Path(run.path) / "samples", "--out")
+    out = Path(args.out) if args.out else Path(results_run(run, None, "sample").path) / "samples"
+    out = make_dir(out, "--out")
     x = generate(run.denoiser, run.process, run.shape, n, seed=seed, sampler=sampler, steps=steps,
                  grid=grid, batch_size=args.batch_size or sc.batch_size, progress=True, device=device,
                  grid_options=grid_options(run.config),
@@ -300,20 +214,16 @@ def _metrics_list(text: str) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_table
+    from .run_rules import read_sigmas, results_run, with_sigmas
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = _open_run(args, device, needs_data=True)
-    _use_sigmas(args, run)
-    if run.source == "diffusers":
-        if not args.out:
-            raise ErrpropError("evaluate: pass --out for a diffusers model (errprop does not write into its "
-                               "folder)")
-        from dataclasses import replace
-
-        run = replace(run, path=Path(args.out))
-    results = evaluate(run, args.steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
-                       device, args.inception_weights)
+    run = results_run(_open_run(args, device, needs_data=True), args.out, "evaluate")
+    if args.sigmas:  # the file's grid replaces --steps
+        run = with_sigmas(run, read_sigmas(args.sigmas))
+    steps = [run.config.sample.steps] if args.sigmas else args.steps
+    results = evaluate(run, steps, args.sampler, args.metric, args.n, args.seed, args.batch_size,
+                       device, args.inception_weights, command=args.command_line)
     for result in results.values():
         print(format_table(result))
         print(result["file"])
@@ -332,51 +242,16 @@ def cmd_features(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ diagnose
 def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
-    import shlex
 
-    from .builders import check_sampling, grid_options, load_data, sampler_settings
-    from .data.gmm import GaussianMixture
-    from .diagnostics.run import diagnose, summarize
-    from .files import make_dir, write_text
+    from .diagnostics.run import diagnose_run, summarize
+    from .run_rules import results_run
     from .train import pick_device
 
     device = pick_device(args.device)
-    run = _open_run(args, device, needs_data=True)
-    if run.source == "diffusers":
-        if not args.out:
-            raise ErrpropError("diagnose: pass --out for a diffusers model (errprop does not write into its "
-                               "folder)")
-        from dataclasses import replace
-
-        run = replace(run, path=Path(args.out))
-    data = load_data(run.config, "train")
-    oracle, heldout = None, None
-    if args.oracle and isinstance(data, GaussianMixture):
-        oracle = data
-    elif args.oracle:  # images: the ideal denoiser of the training set (exact for its distribution)
-        from .data.empirical import EmpiricalDenoiser
-
-        oracle = EmpiricalDenoiser(data.to(device))
-        try:  # held-out images tell where D* memorises
-            heldout = load_data(run.config, "test")
-        except ErrpropError as e:
-            print(f"diagnose: no held-out images ({e}); where D* memorises is not measured",
-                  file=sys.stderr)
-    what = args.what or ("modular,cumulative,gap" + (",learned" if heldout is not None or (
-        oracle is not None and not isinstance(data, GaussianMixture)) else ""))
-    sc = run.config.sample
-    steps = args.steps or sc.steps
-    check_sampling(run.config, run.process, [steps], args.grid)
-    out = make_dir(Path(run.path) / "diagnostics", "diagnostics folder")
-    print(f"diagnose {run.path}: {what} ({args.sampler or sc.sampler}, {steps} steps, n = {args.n})",
-          file=sys.stderr)
-    command = shlex.join(["errprop", *sys.argv[1:]])
-    written = diagnose(run.denoiser, run.process, data, what, sampler=args.sampler or sc.sampler,
-                       steps=steps, grid=args.grid, n=args.n, seed=args.seed, out_dir=out,
-                       oracle=oracle, heldout=heldout, batch_size=args.batch_size,
-                       options=sampler_settings(run.config),
-                       grid_options=grid_options(run.config), command=command)
-    write_text(out / "command.txt", command + "\n")
+    run = results_run(_open_run(args, device, needs_data=True), args.out, "diagnose")
+    written = diagnose_run(run, args.what, sampler=args.sampler, steps=args.steps, grid=args.grid, n=args.n,
+                           seed=args.seed, oracle=args.oracle, batch_size=args.batch_size, device=device,
+                           command=args.command_line, log=lambda m: print(m, file=sys.stderr, flush=True))
     for name, path in written.items():
         if name.endswith(".json"):
             print(summarize(name[:-5], json.loads(path.read_text())))
@@ -403,42 +278,16 @@ def cmd_grid(args: argparse.Namespace) -> int:
     res = optimize(run, args.sampler or run.config.sample.sampler, args.steps, args.objective, n=args.n,
                    seed=args.seed, m=args.candidates, oracle=args.oracle, device=device,
                    log=lambda m: print(m, file=sys.stderr, flush=True))
-    write_json(Path(args.out), {"command": " ".join(["errprop", *sys.argv[1:]]), **res})
-    print(f"{args.objective}: optimized {res['value']:.5g}; hand-made: "
+    write_json(Path(args.out), {"command": args.command_line, **res})
+    print(f"{res['objective']}: optimized {res['value']:.5g}; hand-made: "
           + ", ".join(f"{k} {v['cost']:.5g}" for k, v in res["hand_made"].items())
-          + f" (DP cost on the objective{'' if args.objective != 'xent' else ' before descent'})")
+          + f" (DP cost on the objective{'' if res['objective'] != 'xent' else ' before descent'})")
     if "final_xent" in res:
         print("final excess cross-entropy (trimmed, nats): "
               + ", ".join(f"{k} {v['trimmed']:.4g}" for k, v in res["final_xent"].items()))
     print(f"cost: {res['network_evaluations']} network evaluations, {res['sampling_runs']} sampling runs")
     print(args.out)
     return 0
-
-
-def _read_sigmas(path: str) -> list[float]:
-    """The σ levels of a grid file (``grid optimize`` output, or a JSON list)."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ErrpropError(f"--sigmas {path}: cannot read a grid from it ({e})") from None
-    levels = data.get("sigmas") if isinstance(data, dict) else data
-    if not isinstance(levels, list) or not all(isinstance(v, int | float) for v in levels):
-        raise ErrpropError(f"--sigmas {path}: expected a JSON list of σ levels or an object with 'sigmas'")
-    return [float(v) for v in levels if v > 0]
-
-
-def _use_sigmas(args: argparse.Namespace, run) -> None:
-    """``--sigmas FILE``: sample on that grid (``sample.grid: list``)."""
-    if getattr(args, "sigmas", None):
-        from .grids import custom
-
-        levels = _read_sigmas(args.sigmas)
-        custom(levels)  # strictly decreasing and positive, or a clear error
-        run.config.sample.grid, run.config.sample.sigmas = "list", levels
-        args.grid = "list"
-        args.steps = [len(levels)] if isinstance(args.steps, list) else len(levels)
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -453,8 +302,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    import shlex
-
     from .demo import demo
     from .files import make_dir
 
@@ -585,9 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")
     o.add_argument("--steps", type=_positive, required=True, help="number of sampling steps N (≥ 2)")
-    o.add_argument("--objective", choices=("modular", "klub", "xent"), default="modular",
+    o.add_argument("--objective", choices=("modular", "klub", "xent"),
                    help="modular: summed exact modular KL by DP (mixtures, Gaussian steps); klub: AYS-style "
-                        "KL upper bound by DP (any data); xent: final excess cross-entropy (mixtures)")
+                        "KL upper bound by DP (any data, any sampler); xent: final excess cross-entropy "
+                        "(mixtures); default: modular for a Gaussian stochastic step on a mixture, else klub")
     o.add_argument("--oracle", action="store_true",
                    help="mixtures: also score every grid by the exact final excess cross-entropy")
     o.add_argument("--n", type=_positive, default=500, help="samples per estimate")
@@ -623,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``errprop`` console script."""
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["errprop", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.fn(args)
     except ErrpropError as e:

@@ -74,6 +74,14 @@ def differing(configs: Mapping[str, Config]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def changed(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{field: (old value, new value)}`` for every field of the resolved configs that differs,
+    whether a training reads it or not (what a run folder's config records; compare
+    :func:`differences`)."""
+    a, b = _flat("", old.to_dict()), _flat("", new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
 def is_objective(field: str) -> bool:
     """Whether an effective setting is part of the objective (loss name, SA/EP parameters, IP)."""
     return any(field == o or (o.endswith(".") and field.startswith(o)) for o in OBJECTIVE)

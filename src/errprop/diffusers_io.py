@@ -1,8 +1,9 @@
 """diffusers models as errprop models: load a ``UNet2DModel`` with its scheduler config, and export.
 
 A user's model is a folder written by ``save_pretrained``: a model folder (``config.json`` +
-weights, with ``scheduler_config.json`` beside it or in a sibling ``scheduler/``) or a pipeline
-folder (``model_index.json``, ``unet/``, ``scheduler/``; ``DDPMPipeline`` / ``DDIMPipeline``).
+weights, with ``scheduler_config.json`` beside it or in a sibling ``scheduler/``), a pipeline
+folder (``model_index.json``, ``unet/``, ``scheduler/``; ``DDPMPipeline`` / ``DDIMPipeline``), or
+a folder holding the two parts saved separately (``unet/`` and ``scheduler/``, no index).
 :func:`load_diffusers` reads it without network access and returns an errprop
 :class:`~errprop.builders.Run` whose config says, in errprop's terms, everything the scheduler
 config says:
@@ -52,6 +53,9 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -77,6 +81,25 @@ def model_folder(path: object) -> Path:
     return Path(text[len(PREFIX):] if text.startswith(PREFIX) else text).expanduser()
 
 
+@contextmanager
+def quiet() -> Iterator[None]:
+    """diffusers' own log messages below ERROR, and its deprecation notices, are silenced while
+    errprop loads or saves through it: its advice (install accelerate for faster loading, config
+    keys it ignores, options it will remove) is not errprop's output. Its errors are still logged,
+    and its exceptions raised as ever; the user's log level is restored after."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -92,20 +115,22 @@ def locate(path: object) -> tuple[Path, Path]:
     root = model_folder(path)
     if not root.is_dir():
         raise ErrpropError(f"diffusers:{root}: not a folder")
-    if (root / "model_index.json").is_file():
-        unet = root / "unet"
-        if not (unet / "config.json").is_file():
-            index = _read_json(root / "model_index.json", "pipeline index")
-            raise ErrpropError(f"diffusers:{root}: a pipeline ({index.get('_class_name', '?')}) without a "
-                               "unet/ folder; errprop needs a UNet2DModel")
-        candidates = [root / "scheduler" / "scheduler_config.json"]
-    elif (root / "config.json").is_file():
+    if (root / "model_index.json").is_file() and not (root / "unet" / "config.json").is_file():
+        index = _read_json(root / "model_index.json", "pipeline index")
+        raise ErrpropError(f"diffusers:{root}: a pipeline ({index.get('_class_name', '?')}) without a "
+                           "unet/ folder; errprop needs a UNet2DModel")
+    if (root / "config.json").is_file():
         unet = root
         candidates = [root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json",
                       root.parent / "scheduler" / "scheduler_config.json"]
+    elif (root / "unet" / "config.json").is_file():  # a pipeline, or its two parts saved separately
+        unet = root / "unet"
+        candidates = [root / "scheduler" / "scheduler_config.json"]
     else:
-        raise ErrpropError(f"diffusers:{root}: not a diffusers model folder (no model_index.json or "
-                           "config.json)")
+        models = sorted(d.name for d in root.iterdir() if (d / "config.json").is_file())
+        hint = f"; pass the model's own folder, e.g. diffusers:{root / models[0]}" if models else ""
+        raise ErrpropError(f"diffusers:{root}: not a diffusers model folder (no model_index.json, "
+                           f"config.json or unet/config.json){hint}")
     cls = _read_json(unet / "config.json", "model config").get("_class_name")
     if cls == "UNet2DConditionModel":
         raise ErrpropError(f"diffusers:{root}: text-conditioned UNets (UNet2DConditionModel) are not "
@@ -137,7 +162,8 @@ def _scheduler(sched_file: Path):
         raise ErrpropError(f"diffusers: scheduler class {cls!r} is not supported; errprop samples with "
                            f"{', '.join(SCHEDULERS)} (save one of those beside the model)")
     try:
-        sched = getattr(diffusers, cls).from_config(raw)
+        with quiet():
+            sched = getattr(diffusers, cls).from_config(raw)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise ErrpropError(f"diffusers: scheduler config {sched_file}: {e}") from None
     return dict(sched.config), cls, sched.betas.double()
@@ -238,8 +264,7 @@ def config_from_diffusers(path: object, class_label: int | None = None) -> dict:
     if ucfg.get("num_class_embeds") and class_label is None:
         raise ErrpropError(f"diffusers: a class-conditional UNet ({ucfg['num_class_embeds']} classes): pass "
                            "--class-label K")
-    size = ucfg.get("sample_size")
-    size = size[0] if isinstance(size, list | tuple) else size
+    channels, size, _ = sample_shape(ucfg)
     return {
         "process": _process_fields(sc, betas),
         "model": {"net": "diffusers", "diffusers_path": str(unet.resolve()), "class_label": class_label,
@@ -252,9 +277,36 @@ def config_from_diffusers(path: object, class_label: int | None = None) -> dict:
                    "dynamic_thresholding_ratio": float(sc.get("dynamic_thresholding_ratio", 0.995)),
                    "sample_max_value": float(sc.get("sample_max_value", 1.0)),
                    "variance": VARIANCE[variance]},
-        "data": {"name": "folder", "image_size": int(size or 28)},
-        "_shape": [int(ucfg.get("in_channels", 3)), int(size or 28), int(size or 28)],
+        "data": {"name": "folder", "image_size": size},
+        "_shape": [channels, size, size],
     }
+
+
+def sample_shape(unet_config: dict) -> tuple[int, int, int]:
+    """The (C, H, W) of the samples a UNet2DModel config describes (``in_channels``,
+    ``sample_size``; diffusers' defaults 3 and, where unset, 28 as errprop's image default)."""
+    size = unet_config.get("sample_size")
+    size = size[0] if isinstance(size, list | tuple) else size
+    return int(unet_config.get("in_channels", 3)), int(size or 28), int(size or 28)
+
+
+def check_data_shape(unet_config: dict, shape: tuple[int, ...], where: object, data: str) -> None:
+    """A clear error, naming both shapes, when the samples of ``data`` (shape ``shape``) are not the
+    UNet's: its channels in and out, and its ``sample_size`` (the size its pipeline samples at)."""
+    c_in, c_out = int(unet_config.get("in_channels", 3)), int(unet_config.get("out_channels", 3))
+    if c_out != c_in:
+        raise ErrpropError(f"diffusers UNet {where}: in_channels {c_in} but out_channels {c_out}; errprop's "
+                           "denoisers predict a sample-shaped output (equal channels in and out)")
+    model = sample_shape(unet_config)
+    if unet_config.get("sample_size") is None:
+        model = (model[0], *shape[1:]) if len(shape) == 3 else model
+    if tuple(shape) != model:
+        hint = (f" (a folder: set data.image_size={model[1]} and give it {model[0]}-channel images)"
+                if data == "folder" else "")
+        raise ErrpropError(
+            f"diffusers UNet {where} takes samples of shape {'×'.join(map(str, model))} (in_channels "
+            f"{model[0]}, sample_size {unet_config.get('sample_size')}), but data {data!r} has samples of "
+            f"shape {'×'.join(map(str, shape))}; train it on data of its shape{hint}")
 
 
 class DiffusersUNet(nn.Module):
@@ -278,12 +330,15 @@ def build_unet(path: str | None, class_label: int | None = None, dropout: float 
 
     if not path:
         raise ErrpropError("model.net 'diffusers' needs model.diffusers_path (a UNet2DModel folder)")
-    unet_dir, _ = locate(path) if (Path(path) / "model_index.json").is_file() else (Path(path), None)
+    unet_dir = Path(path)
+    if not (unet_dir / "config.json").is_file() and (unet_dir / "unet" / "config.json").is_file():
+        unet_dir = locate(path)[0]  # a pipeline folder (or unet/ and scheduler/ without an index)
     if not (unet_dir / "config.json").is_file():
         raise ErrpropError(f"model.diffusers_path {unet_dir}: the diffusers UNet folder is missing (this "
                            "run's architecture comes from it)")
     try:
-        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
+        with quiet():
+            unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError) as e:
         raise ErrpropError(f"diffusers: cannot load the UNet in {unet_dir}: {e}") from None
     return DiffusersUNet(unet, class_label)
@@ -294,7 +349,8 @@ def unet_from_config(unet_config: dict, class_label: int | None = None) -> nn.Mo
     from diffusers import UNet2DModel
 
     config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
-    return DiffusersUNet(UNet2DModel.from_config(config), class_label)
+    with quiet():
+        return DiffusersUNet(UNet2DModel.from_config(config), class_label)
 
 
 def scheduler_config(cfg) -> tuple[str, dict]:
@@ -369,10 +425,12 @@ def write_pipeline(run, out: object) -> Path:
                            "from a diffusers model (train --init diffusers:PATH) export to diffusers")
     cls, kwargs = scheduler_config(cfg)
     out = make_dir(model_folder(out), "--to diffusers")
-    scheduler = getattr(diffusers, cls)(**kwargs)
+    with quiet():
+        scheduler = getattr(diffusers, cls)(**kwargs)
     try:
-        run.denoiser.net.unet.save_pretrained(str(out / "unet"))
-        scheduler.save_pretrained(str(out / "scheduler"))
+        with quiet():
+            run.denoiser.net.unet.save_pretrained(str(out / "unet"))
+            scheduler.save_pretrained(str(out / "scheduler"))
     except OSError as e:
         raise ErrpropError(f"export: cannot write {out}: {e.strerror or e}") from None
     write_json(out / "model_index.json", {"_class_name": "DDPMPipeline", "_diffusers_version": _version(),

@@ -68,6 +68,14 @@ class Context:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return [bool(v > 0) for v in t.tolist()]
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (a picklable object; ``obj`` itself for one rank)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.world > 1:
@@ -77,6 +85,11 @@ class Context:
         """Leave the process group if we joined it."""
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (also before it joins the group): the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def setup(device: torch.device) -> Context:

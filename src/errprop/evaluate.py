@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -164,9 +163,11 @@ def read_results(run_dir: str | Path) -> list[dict]:
 
 def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list[str] | None = None,
              n: int = 10_000, seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
-             inception_weights: str | None = None, progress: bool = True) -> dict:
+             inception_weights: str | None = None, progress: bool = True, command: str | None = None) -> dict:
     """Score ``n`` samples of ``run`` for every sampler × step count with one metric or several
     (the samples are drawn once and scored by each; default :func:`default_metrics`).
+
+    ``command``: the command line that asked for it, recorded in the result (``None`` from Python).
 
     Results are written to ``RUN/eval/<metric>-n<n>-seed<seed>-<grid>-step<train step>.json``
     (:func:`settings_key`) with a plot beside it: rows for other samplers or step counts at the
@@ -216,7 +217,7 @@ def evaluate(run: Run, steps: list[int], samplers: list[str], metric: str | list
                   **{f"floor_{k}": v for k, v in floor.items()},
                   "train_step": run.step, "finished": finished, "grid": sc.grid,
                   "grid_options": grid_options(run.config), "clip": sample_clip(run.config),
-                  "results": merged, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+                  "results": merged, "command": command}
         if m == "fd":
             result["classifier_test_accuracy"] = scorer.accuracy
         write_json(path, result)

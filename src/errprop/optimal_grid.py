@@ -265,10 +265,18 @@ def final_xent(denoiser, process: Process, mixture: GaussianMixture, grid: torch
     return excess_cross_entropy(-mixture.log_prob(x.double()), -mixture.log_prob(ref.double()))
 
 
-def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: int = 500, seed: int = 0,
+def default_objective(gaussian_step: bool, mixture: bool) -> str:
+    """The objective that fits a sampler and data: ``modular`` (the exact per-step KL) for a
+    Gaussian, stochastic step on a mixture; ``klub`` otherwise (it needs neither a density nor a
+    stochastic step). ``xent`` is never the default: it costs sampling runs."""
+    return "modular" if gaussian_step and mixture else "klub"
+
+
+def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: int = 500, seed: int = 0,
              m: int = 48, oracle: bool = False, device: str | torch.device = "cpu",
              log: Callable[[str], None] = lambda s: None) -> dict:
-    """The error-optimal grid of ``steps`` steps for a run and sampler (see the module docstring).
+    """The error-optimal grid of ``steps`` steps for a run and sampler (see the module docstring);
+    ``objective`` None takes the one that fits them (:func:`default_objective`).
 
     Returns a JSON-ready dict: the grid (``sigmas``: its positive levels, the form
     ``sample.sigmas`` takes), the objective's value for it and for every hand-made grid of the
@@ -278,17 +286,20 @@ def optimize(run, sampler: str, steps: int, objective: str = "modular", *, n: in
     from .builders import load_data, sampler_settings
     from .samplers import is_gaussian, step_options
 
-    if objective not in OBJECTIVES:
+    if objective is not None and objective not in OBJECTIVES:
         raise ErrpropError(f"--objective: unknown {objective!r}; choose from {', '.join(OBJECTIVES)}")
     data = load_data(run.config, "train")
     mixture = data if isinstance(data, GaussianMixture) else None
+    user = sampler_settings(run.config)
+    opts = step_options(sampler, steps, run.process, **user)
+    gaussian = is_gaussian(sampler, opts)
+    if objective is None:
+        objective = default_objective(gaussian, mixture is not None)
     if objective in ("modular", "xent") or oracle:
         if mixture is None:
             raise ErrpropError(f"grid optimize: {'--oracle' if oracle else f'objective {objective}'} needs a "
                                "Gaussian-mixture run (exact density); on images use --objective klub")
-    user = sampler_settings(run.config)
-    opts = step_options(sampler, steps, run.process, **user)
-    if objective == "modular" and not is_gaussian(sampler, opts):
+    if objective == "modular" and not gaussian:
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub or xent")
     free = mixture is not None  # the prior's error is exact on a mixture: the DP may pick the start

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, distributed, files
+from . import checkpoint, distributed, files, run_rules
 from .builders import build_denoiser, build_loss, build_process, build_source, check_sampling
-from .config import Config, dump, read_yaml, same
+from .config import Config, dump, from_dict, read_yaml
+from .config_diff import changed
 from .errors import ErrpropError
 from .keys import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 from .losses.cumulative import check_batch
@@ -175,9 +176,16 @@ def _trim_metrics(path: Path, step: int) -> None:
         files.atomic_write_text(path, "".join(keep))
 
 
-def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True,
-          resume_from: str | Path | None = None) -> TrainResult:
-    """Train the model of ``cfg`` into the run folder ``run`` (continuing it if ``resume``).
+def train(cfg: Config, run: str | Path | None = None, resume: bool = False, progress: bool = True,
+          resume_from: str | Path | None = None, allow_change: bool = False,
+          name: str = "run") -> TrainResult:
+    """Train the model of ``cfg`` into the run folder ``run`` (continuing it if ``resume``);
+    without ``run``, into ``runs/<name>-<time>`` (:func:`errprop.run_rules.default_run_folder`).
+
+    A resumed run follows the one resume rule, :func:`errprop.run_rules.resume_changes`: ``cfg``
+    may differ from the run's ``config.yaml`` in its ``train`` and ``sample`` fields, in what the
+    run learns (data, process, model, loss) only with ``allow_change``; an error naming the
+    fields otherwise, before any work. Every change is appended to the run's ``changes.jsonl``.
 
     ``resume_from`` resumes from that checkpoint of the run instead of the latest (e.g. when the
     latest is corrupted); the later checkpoints are moved to ``checkpoints/abandoned-<step>/``,
@@ -189,13 +197,15 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     over the whole run (resumes included). A checkpoint that cannot be written raises
     :class:`ErrpropError`; the previous one stays intact.
     """
-    run = Path(run)
+    if run is None and resume:
+        raise ErrpropError("train: resume=True needs the run folder to continue")
     ctx = distributed.setup(pick_device(cfg.train.device))
     threads = torch.get_num_threads()
     if cfg.train.threads > 0:  # PyTorch's count is left alone unless the config asks
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from)
+        run = Path(run) if run is not None else run_rules.default_run_folder(name, ctx)
+        return _train(cfg, run, resume, progress and ctx.main, ctx, resume_from, allow_change)
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -206,16 +216,20 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     """Train ``run`` to ``cfg.train.steps`` for a script that measures the result afterwards.
 
     A finished run with the same config is left as it is; an interrupted one is continued; a run
-    folder holding another config is an error (never silently reused). Unlike :func:`train`, an
-    interruption (SIGINT/SIGTERM, e.g. a job's time limit) raises :class:`ErrpropError` after the
-    checkpoint is saved, so that a half-trained model is never scored as if it were finished —
-    the cause of B4's EP numbers (docs/results/b4_quality.md).
+    folder holding another config is an error naming the fields (never silently reused). Unlike
+    :func:`train`, an interruption (SIGINT/SIGTERM, e.g. a job's time limit) raises
+    :class:`ErrpropError` after the checkpoint is saved, so that a half-trained model is never
+    scored as if it were finished — the cause of B4's EP numbers (docs/results/b4_quality.md).
+
+    "The same config" is stricter than the resume rule of :func:`train`
+    (:func:`errprop.run_rules.resume_changes`, which lets a person train on with other ``train``
+    or ``sample`` fields): a script's folder stands for exactly one config — the one whose result
+    it measures — so any difference, ``train.steps`` and ``train.lr`` included, is another run.
+    A config saved before a field was added (which then takes its default) is the same.
     """
     run = Path(run)
     if checkpoint.list_checkpoints(run):
-        stored = run / "config.yaml"
-        if not (stored.is_file() and same(read_yaml(stored), cfg)):
-            raise ErrpropError(f"{run} holds a run with another config; delete it or use another folder")
+        _check_same_config(run, cfg)
         _, meta = checkpoint.load(run)
         if meta["step"] >= cfg.train.steps:
             return TrainResult(run, meta["step"], False, checkpoint.resolve(run))
@@ -228,11 +242,30 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     return result
 
 
+def _check_same_config(run: Path, cfg: Config) -> None:
+    """An error naming the differing fields unless the run's ``config.yaml`` is ``cfg``."""
+    stored = run / "config.yaml"
+    if not stored.is_file():
+        raise ErrpropError(f"{run} holds checkpoints but no config.yaml (another run, or a damaged one); "
+                           "delete it or use another folder")
+    try:
+        old = from_dict(read_yaml(stored))
+    except (ErrpropError, KeyError, TypeError) as e:
+        raise ErrpropError(f"{run} holds a run with another config (its config.yaml does not load: {e}); "
+                           "delete it or use another folder") from None
+    diff = changed(old, cfg)
+    if diff:
+        raise ErrpropError(f"{run} holds a run with another config ({run_rules.describe(diff)}); delete it "
+                           "or use another folder")
+
+
 def _train(cfg: Config, run: Path, resume: bool, progress: bool, ctx: distributed.Context,
-           resume_from: str | Path | None = None) -> TrainResult:
+           resume_from: str | Path | None = None, allow_change: bool = False) -> TrainResult:
+    # the resume rule first: a refused change costs nothing and leaves the folder as it was
+    changes = run_rules.resume_changes(run, run_rules.stored_config(run), cfg, allow_change) if resume else {}
     trainer = _Trainer(cfg, run, ctx)
     trainer.restore(resume, resume_from)
-    trainer.prepare_folder(resume_from)
+    trainer.prepare_folder(resume_from, changes)
     return trainer.loop(progress)
 
 
@@ -289,14 +322,16 @@ class _Trainer:
             raise ErrpropError(f"{run} is at step {self.start}, past train.steps = {tc.steps}; "
                                f"to train on, raise it (e.g. --set train.steps={2 * self.start})")
 
-    def prepare_folder(self, resume_from: str | Path | None) -> None:
-        """Rank 0 writes the config, trims the log to the checkpoint and sets later checkpoints aside;
-        then every rank wraps the network for gradient averaging."""
+    def prepare_folder(self, resume_from: str | Path | None, changes: dict | None = None) -> None:
+        """Rank 0 writes the config (and the ``changes`` of a resume to ``changes.jsonl``), trims the
+        log to the checkpoint and sets later checkpoints aside; then every rank wraps the network
+        for gradient averaging."""
         ctx, run = self.ctx, self.run
         ctx.barrier()  # every rank has looked at the run folder before rank 0 writes into it
         if ctx.main:
             run.mkdir(parents=True, exist_ok=True)
             files.atomic_write_text(run / "config.yaml", dump(self.cfg))
+            run_rules.record_changes(run, self.start, changes or {})
             _trim_metrics(run / "metrics.jsonl", self.start)  # rows past the checkpoint are rewritten
             if resume_from is not None:
                 checkpoint.set_aside_after(run, self.start)

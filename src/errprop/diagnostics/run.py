@@ -44,10 +44,11 @@ from pathlib import Path
 import torch
 
 from ..analytic_dpm import analytic_ddpm_step, gamma_table
+from ..builders import check_sampling, grid_options, load_data, sampler_settings
 from ..data.empirical import EmpiricalDenoiser
 from ..data.gmm import GaussianMixture
 from ..errors import ErrpropError
-from ..files import to_jsonable, write_json
+from ..files import make_dir, to_jsonable, write_json, write_text
 from ..grids import exponential, make_grid
 from ..keys import KEY_DATA
 from ..process import Process, VPProcess
@@ -376,3 +377,44 @@ def summarize(what: str, result: dict) -> str:
             text = "preferred grid: " + ", ".join(f"{k} {v}" for k, v in r["preferred"].items())
         parts.append(f"{who}: {text}")
     return f"{what}: " + "; ".join(parts)
+
+
+def diagnose_run(run, what: Sequence[str] | str | None = None, *, sampler: str | None = None,
+                 steps: int | None = None, grid: str | None = None, n: int = 1000, seed: int = 0,
+                 oracle: bool = False, batch_size: int | None = None, device: str | torch.device = "cpu",
+                 command: str | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Path]:
+    """:func:`diagnose` of a loaded run (:class:`errprop.builders.Run`) into ``RUN/diagnostics``
+    (``command.txt`` beside the results): its data, sampler settings and grid, with ``sampler``,
+    ``steps`` and ``grid`` defaulting to the run's ``sample`` section.
+
+    ``oracle``: also measure the exact denoiser — the mixture, or on images the ideal denoiser of
+    the training set, with the test split (when there is one) as held-out images. ``what`` None
+    measures modular, cumulative and gap, and learned with an image oracle. ``log`` receives one
+    line saying what is measured (and a note when the held-out images are missing).
+    """
+    data = load_data(run.config, "train")
+    exact, heldout = None, None
+    if oracle and isinstance(data, GaussianMixture):
+        exact = data
+    elif oracle:  # images: the ideal denoiser of the training set (exact for its distribution)
+        exact = EmpiricalDenoiser(data.to(device))
+        try:  # held-out images tell where D* memorises
+            heldout = load_data(run.config, "test")
+        except ErrpropError as e:
+            log(f"diagnose: no held-out images ({e}); where D* memorises is not measured")
+    if what is None:
+        what = "modular,cumulative,gap" + (",learned" if oracle and not isinstance(data, GaussianMixture)
+                                           else "")
+    sc = run.config.sample
+    sampler, steps = sampler or sc.sampler, steps or sc.steps
+    check_sampling(run.config, run.process, [steps], grid)
+    out = make_dir(Path(run.path) / "diagnostics", "diagnostics folder")
+    log(f"diagnose {run.path}: {what if isinstance(what, str) else ','.join(what)} ({sampler}, {steps} "
+        f"steps, n = {n})")
+    written = diagnose(run.denoiser, run.process, data, what, sampler=sampler, steps=steps, grid=grid, n=n,
+                       seed=seed, out_dir=out, oracle=exact, heldout=heldout, batch_size=batch_size,
+                       options=sampler_settings(run.config), grid_options=grid_options(run.config),
+                       command=command)
+    if command is not None:
+        write_text(out / "command.txt", command + "\n")
+    return written
