@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from errprop.demo import default_jobs
-from errprop.study import Settings, mixture, objective_arms, run_study
+from errprop.study import Settings, mixture, objective_arms, run_study, step_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
@@ -77,7 +77,10 @@ def main() -> None:
     docs = Path(a.docs) if not a.quick else out
     from errprop.budget_report import write_budget_results  # (imported late: a long run's code)
 
-    for path in write_budget_results(out, docs, study, arms, settings, a.data, label, command):
+    # Each arm's step cost over the baseline's, measured here A B A B (the compute-matched pairs)
+    costs = step_costs(settings.base, arms, steps=150 if a.quick else 600, skip=50 if a.quick else 100)
+    print("[e4] step cost over the baseline's: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+    for path in write_budget_results(out, docs, study, arms, settings, a.data, label, command, costs):
         print(path)
 
 

@@ -27,11 +27,11 @@ def _study(shift_at_last: float) -> dict:
     exact = {s: _res(1.0) for s in SETTINGS.seeds}
     return {"results": {**arms(40, shift_at_last), "exact": exact},
             "results_at": {b: {**arms(b, 0.0), "exact": exact} for b in (10, 20)},
-            "summary": {"train_seconds": {"baseline": {"mean": 10.0}, "better": {"mean": 15.0}}}}
+            "summary": {}}
 
 
 def test_numbers_of_a_budget_study():
-    d = budget_numbers(_study(-0.5), ARMS, SETTINGS)
+    d = budget_numbers(_study(-0.5), ARMS, SETTINGS, {"baseline": 1.0, "better": 1.5})
     assert d["budgets"] == [10, 20, 40]
     last = d["per_budget"][40]["paired"]["better"]
     assert last["hi"] < 0 and abs(last["mean"] - (-0.5 + 0.0015)) < 1e-9
@@ -51,7 +51,8 @@ def test_numbers_of_a_budget_study():
 def test_result_files_say_what_the_numbers_say(tmp_path):
     for shift, word in ((-0.5, "supported"), (+0.5, "contradicted")):
         paths = write_budget_results(tmp_path, tmp_path / word, _study(shift), ARMS, SETTINGS, "ring8",
-                                     "ring", "python experiments/e4_budget.py")
+                                     "ring", "python experiments/e4_budget.py",
+                                     {"baseline": 1.0, "better": 1.5})
         e4 = json.loads((tmp_path / word / "e4_budget_ring8.json").read_text())
         assert f"lowers it at 40 steps: **{word}**" in e4["notes"]
         assert "⚠ loss.t_sampling: uniform → antithetic" in e4["notes"]  # SA's own t, disclosed

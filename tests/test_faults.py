@@ -188,14 +188,18 @@ def test_skip_nonfinite_skips_then_continues_within_a_budget_kept_across_resume(
 # ------------------------------------------------------------------------------------- bad input
 def test_resume_with_another_model_or_past_the_end_is_clear(tmp_path):
     train(_cfg("train.steps=2"), tmp_path, progress=False)
-    with pytest.raises(ErrpropError, match=r"does not fit the model \(model weights\)"):
+    # the one resume rule refuses a model change before any weight is loaded, naming the field
+    with pytest.raises(ErrpropError, match=r"changes what the run learns \(model.width: 16 → 8\)"):
         train(_cfg("train.steps=4", "model.width=8"), tmp_path, resume=True, progress=False)
+    with pytest.raises(ErrpropError, match=r"does not fit the model \(model weights\)"):  # if allowed
+        train(_cfg("train.steps=4", "model.width=8"), tmp_path, resume=True, progress=False,
+              allow_change=True)
     with pytest.raises(ErrpropError, match="at step 2, past train.steps = 1"):
         train(_cfg("train.steps=1"), tmp_path, resume=True, progress=False)
-    with pytest.raises(ErrpropError, match="no run folder or checkpoint at"):
+    with pytest.raises(ErrpropError, match=r"nothing: not a run folder \(no config.yaml\)"):
         train(_cfg("train.steps=2"), tmp_path / "nothing", resume=True, progress=False)
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(ErrpropError, match="no checkpoint in"):
+    with pytest.raises(ErrpropError, match=r"not a run folder \(no config.yaml\)|no checkpoint in"):
         train(_cfg("train.steps=2"), tmp_path / "nothing", resume=True, progress=False)
 
 

@@ -156,3 +156,13 @@ def test_mixtures_and_arms_by_name():
     assert "loss.ep.lam=16.0" in objective_arms(16, ["ep"])[1].overrides
     with pytest.raises(ErrpropError, match="unknown arm"):
         objective_arms(2, ["sa9"])
+
+
+def test_step_costs_are_relative_to_the_baseline():
+    from errprop.study import step_costs
+
+    arms = [Arm("baseline", "base", []), Arm("ep", "EP", ["loss.name=ep"])]
+    c = step_costs(BASE, arms, steps=30, skip=10, repeats=1)
+    assert c["baseline"] == 1.0 and c["ep"] > 1.0  # EP's rollouts cost network passes
+    with pytest.raises(ErrpropError, match="must exceed skip"):
+        step_costs(BASE, arms, steps=10, skip=10)

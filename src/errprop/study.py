@@ -306,6 +306,34 @@ def run_study(out: Path, arms: Sequence[Arm], settings: Settings, progress: bool
             **({"results_at": at} if settings.budgets else {})}
 
 
+def step_costs(base: Sequence[str], arms: Sequence[Arm], steps: int = 300, skip: int = 100,
+               repeats: int = 3) -> dict[str, float]:
+    """The cost of a training step of each arm relative to the baseline's, measured here and now.
+
+    Every arm trains ``steps`` steps in a scratch folder, one after another and ``repeats`` times
+    over (A B C A B C …, so that a change of the machine's load falls on all arms alike), on the
+    calling process's threads; the time per step after the first ``skip`` (warm-up and set-up
+    left out) is read from the training's own log, and each arm's median over the repeats is
+    divided by the baseline's. What a compute-matched comparison needs: the whole-run wall-clocks
+    of a parallel study also carry whatever else shared the cores."""
+    import tempfile
+
+    if steps <= skip:
+        raise ErrpropError(f"step_costs: steps ({steps}) must exceed skip ({skip})")
+    per: dict[str, list[float]] = {a.name: [] for a in arms}
+    with tempfile.TemporaryDirectory(prefix="errprop-costs-") as tmp:
+        for r in range(repeats):
+            for a in arms:
+                cfg = config_mod.load(overrides=[*base, *a.overrides, f"train.steps={steps}",
+                                                 f"train.log_every={skip}", f"train.ckpt_every={steps}"])
+                run = Path(tmp) / f"{a.name}-{r}"
+                train_to_end(cfg, run, progress=False)
+                rows = {row["step"]: row["time"] for row in read_metrics(run / "metrics.jsonl")}
+                per[a.name].append((rows[steps] - rows[skip]) / (steps - skip))
+    med = {k: sorted(v)[len(v) // 2] for k, v in per.items()}
+    return {k: v / med["baseline"] for k, v in med.items()}
+
+
 def _check_budgets(cfg: config_mod.Config, settings: Settings) -> None:
     """Every budget must be a checkpoint the training saves and keeps until it is measured."""
     tc = cfg.train
