@@ -83,6 +83,7 @@ def test_image_grid_keeps_colour_channels_apart():
 ])
 def test_save_samples_png(tmp_path, x, size):
     ref = torch.randn(100, 2) if x.shape[1:] == (2,) else None
+    plt.close("all")  # (a figure another test module left open is not this function's)
     path = save_samples_png(x, tmp_path / "s.png", title="samples", reference=ref)
     assert png_size(path) == size
-    assert plt.get_fignums() == []
+    assert plt.get_fignums() == []  # its own figure is closed
