@@ -35,13 +35,12 @@ from errprop.grids import make_grid
 from errprop.optimal_grid import final_xent, optimize
 from errprop.provenance import provenance
 from errprop.stats import paired, summary
+from errprop.study import MIXTURE_MODEL
 from errprop.train import train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"ring8": ["data.name=ring8"],
         "random16": ["data.name=random", "data.dim=16", "data.components=8", "data.mixture_seed=0"]}
-MODEL = ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3", "train.warmup=100",
-         "train.ema_decay=0.995", "train.log_every=100"]
 HAND = {"trailing": ("uniform", {"spacing": "trailing"}), "leading": ("uniform", {"spacing": "leading"}),
         "linspace": ("uniform", {"spacing": "linspace"}), "quadratic": ("quadratic", {}),
         "edm": ("edm", {}), "exponential": ("exponential", {})}
@@ -99,7 +98,7 @@ def main() -> None:
     results: dict = {}
     for data in names:
         for seed in range(a.seeds):
-            cfg = config_mod.load(overrides=DATA[data] + MODEL + [
+            cfg = config_mod.load(overrides=DATA[data] + MIXTURE_MODEL + [
                 f"train.steps={a.train_steps}", f"train.ckpt_every={a.train_steps}", f"train.seed={seed}"])
             run_dir = out / data / f"seed{seed}"
             if not a.report:

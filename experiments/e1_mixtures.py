@@ -28,7 +28,7 @@ import torch
 
 from errprop.demo import default_jobs
 from errprop.provenance import provenance
-from errprop.study import Settings, mixture, objective_arms, run_study
+from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes
 from errprop.study_report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,12 +49,8 @@ def main() -> None:
     chosen = objective_arms(dim, a.only.split(",") if a.only else None)
     steps = 100 if a.quick else a.steps
     settings = Settings(
-        base=data + ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3",
-                     "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100",
-                     f"train.steps={steps}", f"train.ckpt_every={steps}"],
-        seeds=list(range(a.seeds)),
-        sampling_steps=[5, 10] if a.quick else [5, 10, 20, 50],
-        n=300 if a.quick else 2000, diag_steps=10 if a.quick else 20, n_diag=200 if a.quick else 1000)
+        base=data + MIXTURE_MODEL + [f"train.steps={steps}", f"train.ckpt_every={steps}"],
+        seeds=list(range(a.seeds)), **sizes(a.quick))
     torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
     out = Path(a.out) / (a.data + ("-quick" if a.quick else ""))
     study = run_study(out, chosen, settings, progress=False, jobs=a.jobs)

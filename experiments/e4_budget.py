@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from errprop.demo import default_jobs
-from errprop.study import Settings, mixture, objective_arms, run_study, step_costs
+from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes, step_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
@@ -62,14 +62,9 @@ def main() -> None:
     if steps % first:
         p.error(f"--steps {steps} must be a multiple of --first {first}")
     settings = Settings(
-        base=data + ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3",
-                     "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100",
-                     f"train.steps={steps}", f"train.ckpt_every={first}",
-                     f"train.keep_last={steps // first}"],
-        seeds=list(range(a.seeds)), samplers=SAMPLERS,
-        sampling_steps=[5, 10] if a.quick else [5, 10, 20, 50],
-        n=300 if a.quick else 2000, diag_steps=10 if a.quick else 20, n_diag=200 if a.quick else 1000,
-        budgets=budgets(steps, first))
+        base=data + MIXTURE_MODEL + [f"train.steps={steps}", f"train.ckpt_every={first}",
+                                     f"train.keep_last={steps // first}"],
+        seeds=list(range(a.seeds)), samplers=SAMPLERS, budgets=budgets(steps, first), **sizes(a.quick))
     torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
     out = Path(a.out) / (a.data + ("-quick" if a.quick else ""))
     study = run_study(out, arms, settings, progress=False, jobs=a.jobs)

@@ -28,19 +28,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from errprop.demo import default_jobs  # noqa: E402
-from errprop.findings import verdict  # noqa: E402
+from errprop.findings import interval, verdict  # noqa: E402
 from errprop.plots import save_figure  # noqa: E402
 from errprop.results import write_result, write_study_summary  # noqa: E402
-from errprop.stats import holm  # noqa: E402
-from errprop.study import Settings, mixture, objective_arms, run_study  # noqa: E402
+from errprop.stats import holm_adjust  # noqa: E402
+from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
 PRIMARY = "xent_median ddim-10"
-
-
-def _ci(p: dict) -> str:
-    return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]; p_Holm {p['p_holm']:.2g}"
 
 
 def main() -> None:
@@ -68,28 +64,23 @@ def main() -> None:
         data, dim, label = mixture(f"random{d}")
         arms = objective_arms(dim, a.only.split(",") if a.only else ARMS)
         settings = Settings(
-            base=data + ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3",
-                         "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100",
-                         f"train.steps={steps}", f"train.ckpt_every={steps}"],
-            seeds=list(range(a.seeds)), samplers=["ddim"],
-            sampling_steps=[5, 10] if a.quick else [5, 10, 20, 50],
-            n=300 if a.quick else 2000, diag_steps=10 if a.quick else 20, n_diag=200 if a.quick else 1000)
+            base=data + MIXTURE_MODEL + [f"train.steps={steps}", f"train.ckpt_every={steps}"],
+            seeds=list(range(a.seeds)), samplers=["ddim"], **sizes(a.quick))
         print(f"[e5] D = {d}: {label}", flush=True)
         studies[d] = run_study(Path(a.out) / f"random{d}", arms, settings, progress=False, jobs=a.jobs)
         write_study_summary(docs / "e5_dimension" / f"random{d}", studies[d], arms, settings, command)
     names = [x.name for x in arms]
     labels = {x.name: x.label for x in arms} | ({"ep": "EP (L=5, λ=D)"} if "ep" in names else {})
     # The family: every arm × every D on the primary endpoint.
-    tests = {(n, d): dict(studies[d]["summary"]["paired"][n][PRIMARY]) for n in names[1:] for d in dims}
-    for k, ph in zip(tests, holm([t["p"] for t in tests.values()])):
-        tests[k]["p_holm"] = ph
+    tests = holm_adjust({(n, d): dict(studies[d]["summary"]["paired"][n][PRIMARY])
+                         for n in names[1:] for d in dims})
     rows = [["D", "exact denoiser", "baseline"] + [f"Δ {labels[n]} (95 % CI; p_Holm)" for n in names[1:]]
             + [f"Δ/D {labels[n]}" for n in names[1:]]]
     for d in dims:
         s = studies[d]["summary"]
         base = s["arms"]["baseline"][PRIMARY]
         rows.append([str(d), f"{s['exact'][PRIMARY]['mean']:.3g}", f"{base['mean']:.3g} ± {base['std']:.2g}"]
-                    + [_ci(tests[(n, d)]) for n in names[1:]]
+                    + [interval(tests[(n, d)]) for n in names[1:]]
                     + [f"{tests[(n, d)]['mean'] / d:+.3g}" for n in names[1:]])
     notes = [f"Primary endpoint (declared before the run): {PRIMARY} (nats); {a.seeds} paired seeds; "
              f"{steps} training steps for every arm at every D; p_Holm over {len(names) - 1} arms × "

@@ -30,10 +30,11 @@ import numpy as np  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from .config_diff import describe, differences  # noqa: E402
+from .findings import interval  # noqa: E402
 from .findings import verdict as claim_verdict  # noqa: E402
 from .plots import save_figure  # noqa: E402
 from .results import write_result, write_study_summary  # noqa: E402
-from .stats import holm, paired, summary  # noqa: E402
+from .stats import holm_adjust, paired, summary  # noqa: E402
 from .study import Arm, Settings, scalar_metrics  # noqa: E402
 
 #: The primary endpoints, declared before the runs (issue 19 §4, issue 21 §4).
@@ -48,21 +49,8 @@ def _ms(s: dict) -> str:
     return f"{s['mean']:.3g} ± {s['std']:.2g}"
 
 
-def _ci(p: dict) -> str:
-    holm_ = f"; p_Holm {p['p_holm']:.2g}" if "p_holm" in p else ""
-    return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]{holm_}"
-
-
 def _per_seed(results: dict, arm: str, seeds: Sequence[int]) -> list[dict[str, float]]:
     return [scalar_metrics(results[arm][s]) for s in seeds]
-
-
-def _with_holm(tests: dict) -> dict:
-    """``tests`` (key → paired result) with Holm-adjusted p-values over all of them."""
-    keys = list(tests)
-    for k, p in zip(keys, holm([tests[k]["p"] for k in keys])):
-        tests[k]["p_holm"] = p
-    return tests
 
 
 def budget_numbers(study: dict, arms: Sequence[Arm], settings: Settings,
@@ -82,7 +70,7 @@ def budget_numbers(study: dict, arms: Sequence[Arm], settings: Settings,
         return [r[metric] for r in rows[b][arm]]
 
     # E4: the primary endpoint at every budget; the family is every arm × budget.
-    e4 = _with_holm({(a, b): paired(values(b, a, PRIMARY), values(b, "baseline", PRIMARY))
+    e4 = holm_adjust({(a, b): paired(values(b, a, PRIMARY), values(b, "baseline", PRIMARY))
                      for a in name[1:] for b in budgets})
     per_budget = {b: {"arms": {a: summary(values(b, a, PRIMARY)) for a in name},
                       "paired": {a: e4[(a, b)] for a in name[1:]},
@@ -117,7 +105,7 @@ def budget_numbers(study: dict, arms: Sequence[Arm], settings: Settings,
                     # the model against the exact denoiser on the same grid, paired by sampling seed
                     "learned_ci": paired(values(steps, a, m), [e[m] for e in exact])}
     # E6: at the last budget, every solver × steps; the family is arms × solvers × steps.
-    e6 = _with_holm({(a, s, k): paired(values(steps, a, f"xent_median {s}-{k}"),
+    e6 = holm_adjust({(a, s, k): paired(values(steps, a, f"xent_median {s}-{k}"),
                                        values(steps, "baseline", f"xent_median {s}-{k}"))
                      for a in name[1:] for s in settings.samplers for k in settings.sampling_steps})
     return {"primary": PRIMARY, "fine": fine, "budgets": budgets, "steps": steps, "arms": name,
@@ -131,7 +119,7 @@ def budget_numbers(study: dict, arms: Sequence[Arm], settings: Settings,
 
 def _verdict_line(label: str, p: dict, where: str) -> str:
     word = claim_verdict(p["lo"], p["hi"], "lower")
-    return f"{label} lowers it {where}: **{word}** (Δ {_ci(p)})."
+    return f"{label} lowers it {where}: **{word}** (Δ {interval(p)})."
 
 
 def e4_notes(d: dict) -> str:
@@ -143,7 +131,7 @@ def e4_notes(d: dict) -> str:
              f"{len(d['budgets'])} budgets. Verdict rule: errprop.findings.verdict."]
     for a in d["arms"][1:]:
         lines.append("- " + _verdict_line(lab[a], pb[last]["paired"][a], f"at {last} steps")
-                     + f" At {first} steps: Δ {_ci(pb[first]['paired'][a])}.")
+                     + f" At {first} steps: Δ {interval(pb[first]['paired'][a])}.")
     conv = [b for b in d["budgets"] if pb[b]["gap_fine"]["xent_median"]["mean"] <= CONVERGED]
     g = [f"{pb[b]['gap_fine']['xent_median']['mean']:.3g}" for b in d["budgets"]]
     lines.append(f"- Convergence: the baseline's median excess cross-entropy at {d['fine']} above the exact "
@@ -157,7 +145,7 @@ def e4_notes(d: dict) -> str:
             lines.append(f"- Compute-matched: {lab[a]} (a step costs {d['cost_ratio'][a]:.2f}× the "
                          "baseline's, measured A B A B on this machine) at"
                          f" {x['budget']} steps against the baseline at "
-                         f"{x['baseline_budget']}: Δ {_ci(x)}, "
+                         f"{x['baseline_budget']}: Δ {interval(x)}, "
                          f"{claim_verdict(x['lo'], x['hi'], 'lower')}.")
     sp = d["split"]
     k, fine = "ddim-10", d["fine"]
@@ -187,7 +175,7 @@ def e4_table(d: dict) -> list[list[str]]:
     rows = [head]
     for b in d["budgets"]:
         rows.append([str(b), _ms(pb[b]["arms"]["baseline"]), _ms(pb[b]["gap_fine"]["xent_median"])]
-                    + [_ci(pb[b]["paired"][a]) for a in d["arms"][1:]])
+                    + [interval(pb[b]["paired"][a]) for a in d["arms"][1:]])
     ex = d["exact"]["ddim-10"]
     rows.append(["exact denoiser", _ms(ex), "0"] + ["—"] * (len(d["arms"]) - 1))
     return rows
@@ -202,7 +190,7 @@ def e6_table(d: dict) -> list[list[str]]:
         for k in d["sampling_steps"]:
             key = f"{s}-{k}"
             rows.append([key, _ms(d["exact"][key]), _ms(d["split"]["baseline"][key]["total"])]
-                        + [_ci(d["solvers"][f"{a} {key}"]) for a in d["arms"][1:]])
+                        + [interval(d["solvers"][f"{a} {key}"]) for a in d["arms"][1:]])
     rows.append([f"(all at {last} training steps)"] + [""] * (len(rows[0]) - 1))
     return rows
 

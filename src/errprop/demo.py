@@ -21,7 +21,7 @@ import torch
 from .errors import ErrpropError
 from .provenance import cpu_model
 from .results import write_result
-from .study import Arm, Settings, run_study, verdict
+from .study import MIXTURE_MODEL, Arm, Settings, run_study, sizes, verdict
 from .study_report import write_report
 
 #: The objectives compared, at the balance of each paper's released code (README table).
@@ -35,9 +35,8 @@ ARMS = [
     Arm("ep", "EP (L=5, λ=D=2)", ["loss.name=ep", "loss.ep.L=5", "loss.ep.lam=2.0"]),
 ]
 
-#: A model small enough that its errors are visible above the floors at this budget.
-BASE = ["data.name=ring8", "model.width=128", "model.depth=2", "train.batch_size=256",
-        "train.lr=1e-3", "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100"]
+#: The ring of 8 and the mixture experiments' network and training.
+BASE = ["data.name=ring8", *MIXTURE_MODEL]
 
 
 def default_jobs() -> int:
@@ -66,9 +65,7 @@ def demo(out: Path | None = None, quick: bool = False, progress: bool = True, jo
     steps = 150 if quick else 2000
     settings = Settings(
         base=BASE + [f"train.steps={steps}", f"train.ckpt_every={steps}"],
-        seeds=[0, 1] if quick else [0, 1, 2],
-        sampling_steps=[5, 10] if quick else [5, 10, 20, 50],
-        n=300 if quick else 2000, diag_steps=10 if quick else 20, n_diag=200 if quick else 1000)
+        seeds=[0, 1] if quick else [0, 1, 2], **sizes(quick))
     # Tiny networks: one intra-op thread per process is faster than several fighting over the cores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

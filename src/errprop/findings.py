@@ -44,6 +44,13 @@ def verdict(lo: float, hi: float, claimed: str) -> str:
     return UNDECIDED
 
 
+def interval(p: dict) -> str:
+    """A paired difference as results quote it: ``+mean [lo, hi]``, then ``; p_Holm x`` when the
+    test was adjusted for its family."""
+    holm = f"; p_Holm {p['p_holm']:.2g}" if "p_holm" in p else ""
+    return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]{holm}"
+
+
 def provenance_of(payload: dict) -> dict:
     """Command, commit, machine and date of a result file, wherever its writer put them: at the top
     (:func:`errprop.results.write_result`), or in an older ``machine`` / ``meta`` dictionary."""

@@ -59,6 +59,14 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
             "confidence": confidence, "verdict": verdict, "p": p}
 
 
+def holm_adjust(tests: dict) -> dict:
+    """Add ``p_holm`` to every test of a family (``{key: paired(...)}``, each with its ``p``): Holm's
+    adjustment over all of them (:func:`holm`). Returns ``tests``."""
+    for t, ph in zip(tests.values(), holm([t["p"] for t in tests.values()])):
+        t["p_holm"] = ph
+    return tests
+
+
 def holm(p: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values of a family of tests (Holm 1979): the k-th smallest
     p times (m − k + 1), made monotone, capped at 1. Rejecting where the adjusted p < α keeps the
