@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from errprop.demo import default_jobs
+from errprop.errors import ErrpropError
 from errprop.provenance import provenance
 from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes
 from errprop.study_report import write_report
@@ -45,7 +46,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="single-thread worker processes (default: one per core)")
     a = p.parse_args()
-    data, dim, label = mixture(a.data)
+    try:
+        data, dim, label = mixture(a.data)
+    except ErrpropError as e:
+        p.error(f"--data: {e}")
     chosen = objective_arms(dim, a.only.split(",") if a.only else None)
     steps = 100 if a.quick else a.steps
     settings = Settings(

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from errprop.demo import default_jobs
+from errprop.errors import ErrpropError
 from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes, step_costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="single-thread worker processes (default: one per core)")
     a = p.parse_args()
-    data, dim, label = mixture(a.data)
+    try:
+        data, dim, label = mixture(a.data)
+    except ErrpropError as e:
+        p.error(f"--data: {e}")
     arms = objective_arms(dim, a.only.split(",") if a.only else ARMS)
     steps, first = (200, 50) if a.quick else (a.steps, a.first)
     if steps % first:

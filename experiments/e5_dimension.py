@@ -53,8 +53,10 @@ def main() -> None:
     a = p.parse_args()
     try:
         dims = [int(d) for d in a.dims.split(",")]
+        if min(dims) < 1:
+            raise ValueError
     except ValueError:
-        p.error(f"--dims: expected comma-separated integers, got {a.dims!r}")
+        p.error(f"--dims: expected comma-separated positive integers, got {a.dims!r}")
     steps = 100 if a.quick else a.steps
     command = shlex.join(["python", "experiments/e5_dimension.py", *sys.argv[1:]])
     docs = Path(a.out) / "quick" if a.quick else Path(a.docs)

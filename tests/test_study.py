@@ -166,3 +166,14 @@ def test_step_costs_are_relative_to_the_baseline():
     assert c["baseline"] == 1.0 and c["ep"] > 1.0  # EP's rollouts cost network passes
     with pytest.raises(ErrpropError, match="must exceed skip"):
         step_costs(BASE, arms, steps=10, skip=10)
+
+
+def test_an_unreadable_cached_measurement_is_measured_again(tmp_path):
+    arms = [Arm("baseline", "base", [])]
+    s = Settings(base=BASE, **TINY)
+    first = run_study(tmp_path, arms, s, progress=False, log=lambda m: None)
+    (tmp_path / "runs" / "baseline" / "seed0" / "study.json").write_text("{broken")
+    logs = []
+    again = run_study(tmp_path, arms, s, progress=False, log=logs.append)
+    assert any("seed 0" in m for m in logs) and not any("seed 1" in m for m in logs)
+    assert json.dumps(again["results"]["baseline"]) == json.dumps(first["results"]["baseline"])

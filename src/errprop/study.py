@@ -223,7 +223,10 @@ def _cached(unit: _Unit, settings: Settings) -> dict | None:
     cache = unit.run / "study.json"
     if not cache.is_file():
         return None
-    cached = json.loads(cache.read_text())
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):  # unreadable: measured again (the trained checkpoints are kept)
+        return None
     old = cached.get("key") if isinstance(cached.get("key"), dict) else {}
     # A model trained by other training numerics is retrained, never paired with today's arms.
     if (old.get("settings") == settings.key() and config_mod.same(old.get("config"), unit.cfg)
