@@ -367,7 +367,7 @@ def _check_budgets(cfg: config_mod.Config, settings: Settings) -> None:
                                f"(it is {tc.keep_last})")
 
 
-def _cost(cfg: config_mod.Config) -> float:
+def training_cost(cfg: config_mod.Config) -> float:
     """A unit's rough training cost in baseline steps: SA-K makes K network passes, EP's rollouts
     about 2.7 on average (the demo's measured per-step costs: 1, 1.5, 2.7 for baseline, SA-2, EP)."""
     per_step = {"sa": 0.5 + 0.5 * cfg.loss.sa.K, "ep": 2.7}.get(cfg.loss.name, 1.0)
@@ -397,7 +397,7 @@ def _run_parallel(todo: list[_Unit], settings: Settings, jobs: int, executor: Ex
         try:
             # Longest first (LPT): the last units to finish are then short ones, not an EP training
             # alone on one core while the others idle. The order cannot change any number.
-            todo = sorted(todo, key=lambda u: -_cost(u.cfg))
+            todo = sorted(todo, key=lambda u: -training_cost(u.cfg))
             futures = {executor.submit(_train_and_measure, u, settings, False, threads): u for u in todo}
             futures |= {executor.submit(_measure_exact, settings.base, settings, s, threads): s
                         for s in settings.seeds}

@@ -1,0 +1,68 @@
+"""experiments/e8_digits.py end to end at its --quick size (numbers not meaningful), and its
+bookkeeping on made-up FDs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from errprop.findings import claim_row
+from errprop.study import objective_arms
+
+ROOT = Path(__file__).parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("e8", ROOT / "experiments" / "e8_digits.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fd(e8, arms, seeds, steps, first, shift):
+    """FDs that fall with the budget; each arm ``shift[arm]`` above the baseline, seed noise ±0.01."""
+    out = {}
+    for a in arms:
+        for s in seeds:
+            top = e8.arm_steps(a, steps)
+            out.setdefault(a.name, {})[s] = {
+                b: {**{f"{x}-{k}": 10 / b + shift[a.name] + 0.01 * (-1) ** s for x, k in e8.SETTINGS},
+                    "floor": 0.5} for b in e8.budgets(top, first)}
+    return out
+
+
+def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run():
+    e8 = _module()
+    arms = objective_arms(e8.D, ["sa2", "ep"])
+    seeds = [0, 1, 2]
+    fd = _fd(e8, arms, seeds, 8, 2, {"baseline": 0.0, "sa2": -1.0, "ep": 0.0})
+    d = e8.numbers(fd, arms, seeds, 8, 2, {"baseline": 1.0, "sa2": 1.9, "ep": 2.7})
+    assert d["budgets"] == [2, 4, 8, 16]
+    assert "sa2" not in d["per_budget"][16] and "baseline" in d["per_budget"][16]
+    p = d["paired_primary"]["sa2"]
+    assert p["mean"] == pytest.approx(-1.0) and p["hi"] < 0 and "p_holm" in p
+    # SA-2 at 8 steps costs 15.2 baseline steps: matched with the baseline at 16, not 8
+    m = {r["budget"]: r for r in d["compute_matched"]["sa2"]}
+    assert m[8]["baseline_budget"] == 16 and m[8]["mean"] == pytest.approx(10 / 8 - 1 - 10 / 16)
+    assert 8 not in {r["budget"] for r in d["compute_matched"]["ep"]}  # 2.7 × 8 > 16: no fair match
+    text = e8.notes(d)
+    assert "**supported**" in text and "**not decidable**" in text
+    rows = e8.table(d)
+    assert rows[-1][3:] == ["–", "–"]  # the arms did not train to 16 steps
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_result_and_a_claim_the_table_can_read(tmp_path):
+    e8 = _module()
+    docs = tmp_path / "docs"
+    assert e8.main(["--quick", "--jobs", "1", "--only", "sa2", "--out", str(tmp_path / "runs"),
+                    "--docs", str(docs)]) == 0
+    res = json.loads((docs / "e8_digits_quick.json").read_text())
+    assert res["arms"] == ["baseline", "sa2"] and res["budgets"] == [10, 20, 40]
+    assert "--quick" in res["command"] and (docs / "e8_digits_quick.png").is_file()
+    row = claim_row({"id": "x", "source": "e8_digits_quick/study.json", "arm": "sa2",
+                     "metric": "fd ddim-10", "claimed": "lower", "claim": "c", "test": "t",
+                     "endpoint": "e", "declared": "d"}, docs)
+    assert row[4].strip("*") in ("supported", "contradicted", "not decidable")
+    assert "not only the objective" not in row[1]  # SA-2 differs from the baseline in its loss only
