@@ -1,8 +1,10 @@
 """Error-optimal grids: the DP is exact, and on a mixture it beats every hand-made grid on its own
-objective; the CLI writes a grid that sample/evaluate use."""
+objective; the path KL is exact where it has a closed form and bounds the final forward KL; the CLI
+writes a grid that sample/evaluate use."""
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,11 @@ from errprop import config
 from errprop.builders import Run, build_process
 from errprop.cli import main
 from errprop.data.gmm import GaussianMixture
+from errprop.diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
 from errprop.errors import ErrpropError
+from errprop.noise import Noise
 from errprop.optimal_grid import (
+    OBJECTIVES,
     candidates,
     default_objective,
     descend,
@@ -24,6 +29,8 @@ from errprop.optimal_grid import (
     modular_costs,
     optimize,
     path_cost,
+    path_kl_costs,
+    path_kl_estimates,
     prior_costs,
     shortest_path,
 )
@@ -44,14 +51,17 @@ def test_shortest_path_is_the_brute_force_optimum():
         assert value == pytest.approx(float(ref), rel=1e-12)
 
 
-@pytest.mark.parametrize("objective", ["modular", "klub"])
+@pytest.mark.parametrize("objective", ["modular", "path_kl", "klub"])
 @pytest.mark.parametrize("n_steps", [5, 10])
 def test_dp_grid_beats_every_hand_made_grid_on_its_objective(objective, n_steps):
     mix, process = GaussianMixture.ring8(), VPProcess()
     made = hand_made(process, n_steps)
     levels = candidates(process, 32, list(made.values()))
+    ddpm = {"variance": "small", "process": process}
     if objective == "modular":
-        cost = modular_costs(mix, mix, levels, "ddpm", {"variance": "small", "process": process}, n=200)
+        cost = modular_costs(mix, mix, levels, "ddpm", ddpm, n=200)
+    elif objective == "path_kl":
+        cost = path_kl_costs(mix, mix, levels, "ddpm", ddpm, n=200)
     else:
         cost = klub_costs(mix, mix, levels, n=200)
     grid, value = dp_grid(cost, levels, n_steps)
@@ -61,6 +71,93 @@ def test_dp_grid_beats_every_hand_made_grid_on_its_objective(objective, n_steps)
     for name, g in made.items():
         assert value <= path_cost(cost, levels, g) + 1e-12, name
     assert value < min(path_cost(cost, levels, g) for g in made.values())  # strictly, here
+
+
+def _levels(*sigmas):
+    return torch.tensor(sigmas, dtype=torch.float64)
+
+
+def test_path_kl_step_of_the_exact_denoiser_is_nonnegative_and_vanishes_for_tiny_steps():
+    """With the exact denoiser a DDPM step has the true mean and misses only the posterior's spread
+    ((1 − c)² V_k, c = σ'²/σ²), so its KL(q ‖ p_θ) falls like (σ − σ')²: faster than the step."""
+    mix, process = GaussianMixture.ring8(), VPProcess()
+    ddpm = {"variance": "small", "process": process}
+    values = []
+    for s_next in (0.5, 0.9, 0.99, 0.999):
+        cost, se = path_kl_estimates(mix, mix, _levels(1.0, s_next), "ddpm", ddpm, n=400)
+        assert cost[0, 1] >= -3 * se[0, 1] and se[0, 1] < 0.2 * cost[0, 1]
+        values.append(float(cost[0, 1]))
+    assert all(a / b > 30 for a, b in zip(values, values[1:])), values  # a step 10× shorter: ≥ 30× less
+    assert values[-1] < 1e-5
+
+
+def test_path_kl_on_gaussian_data_is_the_closed_form_kl():
+    """One Gaussian N(μ, Σ): the exact denoiser is E[x0|x̂], so q(x̂'|x̂) and DDPM's step share their
+    mean and differ in variance only, (1 − c)² V + v̄ against v̄ along each eigenvector of Σ
+    (V = λσ²/(λ + σ²)): the KL is the same at every x̂ and known in closed form."""
+    lam = torch.tensor([0.04, 0.25], dtype=torch.float64)
+    mix = GaussianMixture(torch.ones(1), torch.tensor([[0.3, -0.2]]), torch.diag(lam)[None])
+    process = VPProcess()
+    for s, s_next in ((2.0, 0.5), (0.5, 0.1), (0.1, 0.05)):
+        cost, se = path_kl_estimates(mix, mix, _levels(s, s_next), "ddpm",
+                                     {"variance": "small", "process": process}, n=300)
+        c = s_next**2 / s**2
+        vbar = s_next**2 * (1 - c)
+        ratio = ((1 - c) ** 2 * lam * s**2 / (lam + s**2) + vbar) / vbar
+        exact = float(0.5 * (ratio - 1 - ratio.log()).sum())
+        assert float(cost[0, 1]) == pytest.approx(exact, rel=1e-6, abs=3 * float(se[0, 1]) + 1e-12)
+
+
+def test_path_kl_bridge_draws_are_the_forward_pairs():
+    """x̂' from the bridge q(x̂'|x̂, x0) given x̂ = x0 + σ ε is a draw of q(x̂'|x̂): the per-step cost
+    agrees with the same average over pairs drawn the forward way (x̂' = x0 + σ' e₁, then
+    x̂ = x̂' + √(σ² − σ'²) e₂; the network would then run at every (σ, σ') pair)."""
+    mix, process = GaussianMixture.ring8(), VPProcess()
+    ddpm = {"variance": "small", "process": process}
+    s, s_next, n = 1.0, 0.5, 3000
+    cost, se = path_kl_estimates(mix, mix, _levels(s, s_next), "ddpm", ddpm, n=n)
+    x0 = mix.sample(Noise.from_seed(7, n, key=(1,))).double()
+    e = Noise.from_seed(7, n, key=(2,)).randn(4, dtype=torch.float64)
+    x_next = x0 + s_next * e[:, :2]
+    x = x_next + math.sqrt(s**2 - s_next**2) * e[:, 2:]
+    mean, std = step_moments("ddpm", mix, x, s, s_next, **ddpm)
+    log_p = (-0.5 * ((x_next - mean) / std) ** 2 - std.log()).sum(1) - math.log(2 * math.pi)
+    ref, ref_se = kl_estimate(reverse_transition_log_prob(mix, x, s, s_next, x_next), log_p)
+    assert abs(float(cost[0, 1]) - ref) < 4 * math.hypot(float(se[0, 1]), ref_se)
+    assert ref > 10 * ref_se  # the comparison is not between two zeros
+
+
+def _exact_ddpm_final_kl(mix, process, levels, ddpm) -> float:
+    """KL(q_σk ‖ p_σk) at a grid's last level for 1-D Gaussian data and its exact denoiser: each DDPM
+    step is then affine-Gaussian, so p_σ stays Gaussian from the prior on (mean, variance pushed
+    through the step's own moments)."""
+    m, v = 0.0, process.prior_std(float(levels[0])) ** 2
+    for s, s_next in zip(levels[:-1].tolist(), levels[1:].tolist()):
+        mean, std = step_moments("ddpm", mix, torch.tensor([[0.0], [1.0]], dtype=torch.float64), s, s_next,
+                                 **ddpm)
+        a, b = float(mean[1, 0] - mean[0, 0]), float(mean[0, 0])
+        m, v = a * m + b, a * a * v + float(std[0, 0]) ** 2
+    qm, qv = float(mix.means[0, 0]), float(mix.covs[0, 0, 0]) + float(levels[-1]) ** 2
+    return 0.5 * (qv / v + (m - qm) ** 2 / v - 1 + math.log(v / qv))
+
+
+def test_path_kl_with_the_prior_bounds_the_final_forward_kl():
+    """The chain rule: KL(q_σ0 ‖ prior) + Σ per-step KL(q ‖ p_θ) ≥ KL(q_σk ‖ p_σk), here exact
+    (1-D Gaussian data, exact denoiser, DDPM); and a longer grid has a far smaller path KL."""
+    mix = GaussianMixture(torch.ones(1), torch.tensor([[0.3]]), torch.tensor([[[0.04]]]))
+    process = VPProcess()
+    ddpm = {"variance": "small", "process": process}
+    bound = {}
+    for k in (3, 5, 10, 20):
+        for name, g in hand_made(process, k, free_start=True).items():
+            if k == 20 and name != "exponential":
+                continue
+            levels = g[g > 0].to(torch.float64)
+            cost = path_kl_costs(mix, mix, levels, "ddpm", ddpm, n=500)
+            start = prior_costs(process, mix, levels, n=500, q_first=True)
+            bound[name, k] = path_cost(cost, levels, g, start)
+            assert bound[name, k] >= _exact_ddpm_final_kl(mix, process, levels, ddpm), (name, k)
+    assert bound["exponential", 20] < bound["exponential", 5] / 10
 
 
 def test_descend_never_gets_worse_and_stays_on_the_candidates():
@@ -89,7 +186,7 @@ def test_optimize_reports_cost_and_oracle_and_guards_its_objectives(tmp_path):
     assert res["network_evaluations"] > 0 and res["sampling_runs"] == 1 + len(res["hand_made"])
     assert set(res["final_xent"]) == {"optimized", *res["hand_made"]}
     assert all(np.diff(res["sigmas"]) < 0) and len(res["sigmas"]) == 5
-    with pytest.raises(ErrpropError, match="deterministic: use --objective klub"):
+    with pytest.raises(ErrpropError, match="deterministic: use --objective klub, path_kl"):
         optimize(run, "ddim", 5, "modular", n=50, m=8)
     xent = optimize(run, "ddim", 5, "xent", n=100, m=12)
     assert xent["value"] <= min(xent["start_values"].values()) + 1e-12
@@ -158,3 +255,30 @@ def test_cli_grid_optimize_with_a_deterministic_sampler_needs_no_objective(tmp_p
     res = json.loads(grid.read_text())
     assert res["objective"] == "klub" and len(res["sigmas"]) == 10
     assert res["command"] == "errprop " + " ".join(argv)  # the command given, not the test runner's
+
+
+def test_path_kl_optimizes_every_sampler_on_a_mixture_and_says_which_step_it_scored(tmp_path):
+    """A Gaussian step is scored with its own density; a deterministic solver (no density) with
+    DDPM's step on the same levels, and the result says so. Images have no exact q: an error."""
+    run = _mixture_run(tmp_path)
+    own = optimize(run, "ddpm", 5, "path_kl", n=60, m=10)
+    assert own["step"] == "ddpm" and own["start"].startswith("free (KL(q_σ")
+    assert own["network_evaluations"] == 60 * (own["candidates"] - 1)
+    for sampler in ("dpmpp_2m", "unipc_2"):
+        res = optimize(run, sampler, 5, "path_kl", n=60, m=10)
+        assert res["step"] == "ddpm (transferred: sampler is deterministic)"
+        assert res["sigmas"] == own["sigmas"] and res["value"] == own["value"]  # the same DDPM costs
+        assert res["value"] <= min(h["cost"] for h in res["hand_made"].values()) + 1e-12
+    eta = optimize(_mixture_run(tmp_path, eta=0.5), "ddim", 5, "path_kl", n=60, m=10)
+    assert eta["step"] == "ddim" and eta["value"] != own["value"]
+    cfg = config.load(overrides=["data.name=digits"])
+    images = Run(tmp_path, cfg, build_process(cfg), GaussianMixture.ring8(), 1, (1, 8, 8))
+    with pytest.raises(ErrpropError, match="path_kl needs a Gaussian-mixture run"):
+        optimize(images, "ddpm", 5, "path_kl", n=20, m=8)
+
+
+def test_cli_objectives_are_the_library_s(capsys):
+    with pytest.raises(SystemExit):
+        main(["grid", "optimize", "run", "--steps", "4", "--out", "g.json", "--objective", "bogus"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and all(repr(o) in err for o in OBJECTIVES)

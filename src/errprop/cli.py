@@ -70,6 +70,12 @@ def _grid_names() -> tuple[str, ...]:
     return GRIDS
 
 
+def _objective_names() -> tuple[str, ...]:
+    from .optimal_grid import OBJECTIVES
+
+    return OBJECTIVES
+
+
 def _image_sets() -> tuple[str, ...]:
     from .data.images import NAMES
 
@@ -282,6 +288,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     print(f"{res['objective']}: optimized {res['value']:.5g}; hand-made: "
           + ", ".join(f"{k} {v['cost']:.5g}" for k, v in res["hand_made"].items())
           + f" (DP cost on the objective{'' if res['objective'] != 'xent' else ' before descent'})")
+    if "step" in res:
+        print(f"path KL of the step: {res['step']}")
     if "final_xent" in res:
         print("final excess cross-entropy (trimmed, nats): "
               + ", ".join(f"{k} {v['trimmed']:.4g}" for k, v in res["final_xent"].items()))
@@ -432,10 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sampler", choices=samplers, metavar="SAMPLER",
                    help="%(choices)s; default: the run's sample.sampler")
     o.add_argument("--steps", type=_positive, required=True, help="number of sampling steps N (≥ 2)")
-    o.add_argument("--objective", choices=("modular", "klub", "xent"),
-                   help="modular: summed exact modular KL by DP (mixtures, Gaussian steps); klub: AYS-style "
-                        "KL upper bound by DP (any data, any sampler); xent: final excess cross-entropy "
-                        "(mixtures); default: modular for a Gaussian stochastic step on a mixture, else klub")
+    o.add_argument("--objective", choices=_Registry(_objective_names), metavar="OBJECTIVE",
+                   help="%(choices)s. modular: summed exact modular KL(p_θ ‖ q) by DP (mixtures, Gaussian "
+                        "steps); path_kl: summed per-step KL(q ‖ p_θ), with the prior's an upper bound on "
+                        "the samples' forward KL at σ_min, by DP (mixtures; a sampler without a Gaussian "
+                        "step is scored with DDPM's step on the same levels); klub: AYS-style KL upper "
+                        "bound by DP (any data, any sampler); xent: final excess cross-entropy (mixtures); "
+                        "default: modular for a Gaussian stochastic step on a mixture, else klub")
     o.add_argument("--oracle", action="store_true",
                    help="mixtures: also score every grid by the exact final excess cross-entropy")
     o.add_argument("--n", type=_positive, default=500, help="samples per estimate")

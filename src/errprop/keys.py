@@ -22,8 +22,9 @@ KEY_DATA_NOISE = 0xD1A7  # the noise that takes reference data to σ
 KEY_FLOOR = 0xF100  # the independent second data set behind every floor
 KEY_FLOOR_NOISE = 0xF101
 KEY_STEP = 0x57E9  # draws from p_θ(x̂'|x̂) in the modular error
-KEY_START = 0x5EED  # the standard normal w of the budget's chain starts
-KEY_START_DATA = 0x5EEE  # the x0 of the budget's exact start x0 + σ_max w
+KEY_BRIDGE = 0xB21D  # draws from the forward bridge q(x̂'|x̂, x0) in the optimal grid's path KL
+KEY_START = 0x5EED  # the standard normal w of the budget's chain starts (and the prior's draws)
+KEY_START_DATA = 0x5EEE  # the x0 of the exact start x0 + σ w (the budget; the path KL's prior term)
 KEY_GAMMA = 0x6A3A  # Analytic-DPM's Γ estimate
 # a mixture's reference set and the floor's second data set (evaluate, study, optimal_grid) are
 # GaussianMixture.sample_n(n, seed + offset)

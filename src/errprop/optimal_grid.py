@@ -15,6 +15,29 @@ Anchors, and what is taken from each:
   x̂_s = x0 + s ε on shared (x0, ε). That also decomposes per interval, so the same DP finds its
   optimum on the candidate set (AYS itself searches iteratively) — objective ``klub``; it needs no
   density, so it works on images and with deterministic samplers.
+- Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models" (NeurIPS), whose ELBO is the
+  chain rule of KL along the chain: for the Markov chains q (the true reverse process) and p_θ (the
+  sampler) over a grid σ_0 > … > σ_k, ``KL(q(x̂_0, …, x̂_k) ‖ p_θ(x̂_0, …, x̂_k)) = KL(q_σ0 ‖ p_σ0) +
+  Σ_i E_{x̂~q_σi} KL(q(x̂'|x̂) ‖ p_θ(x̂'|x̂))`` (σ_i → σ_{i+1}), and dropping all but the last
+  variable cannot raise a KL, so the sum is an **upper bound on KL(q_σk ‖ p_σk)**, the forward KL
+  of the samples at the grid's last positive level (σ_min here, where the final step to 0 that
+  every grid of the family shares starts). Ho et al. condition each term (the prior's too) on x0;
+  their sum exceeds this one by the mutual information I(x0; x̂_σk) (the excess of the
+  conditioning telescopes along the chain), the same for every grid that ends at σ_k, so both have
+  the same optimum (the conditioned terms are closed-form Gaussian KLs given x0 and x̂ and need no
+  density of q; they are not used here). Here the marginal terms are exact on a mixture: objective
+  ``path_kl``, per step ``E_{(x̂, x̂')~q} [log q(x̂'|x̂) − log p_θ(x̂'|x̂)]`` with the exact reverse
+  step of the mixture
+  (:func:`~errprop.diagnostics.modular.reverse_transition_log_prob`) and the Gaussian step's own
+  density, at pairs drawn from the forward process — x0 ~ data, x̂ = x0 + σ ε, and x̂' from the
+  Brownian bridge q(x̂'|x̂, x0), which given x̂ alone is a draw from q(x̂'|x̂) because x0 comes with
+  x̂ from their joint — so the network runs once per level. The start pays ``KL(q_σ ‖ N(0,
+  prior_std(σ)² I))``. ``modular`` sums the other direction, ``E_q KL(p_θ ‖ q)``, and is no bound on
+  a final error (the chain rule of KL(p ‖ q) averages over p_θ's marginals, not q's). A
+  deterministic sampler (DPM-Solver++, UniPC, DDIM η = 0, Euler, Heun) has no step
+  density: ``path_kl`` then scores DDPM's Gaussian step on the same levels, its stochastic
+  counterpart, and the grid is transferred to the sampler, as AYS transfers the schedules it
+  derives for the SDE to ODE solvers (the result says so under ``step``).
 - On a mixture the quantity all of this stands in for — the final excess cross-entropy of the
   samples — is exact: objective ``xent`` starts from the best of the DP grid and every hand-made
   grid (any endpoints) and moves one level at a time, the end levels included (coordinate descent
@@ -24,9 +47,10 @@ Anchors, and what is taken from each:
 The family searched: grids that end at σ_min (the process's t = 0) with N − 1 steps between
 candidate levels, then the final step to σ = 0 (which every grid in the family shares). On a
 mixture the first level is free too and the path pays the prior's error there,
-``KL(N(0, prior_std(σ)² I) ‖ q_σ)`` (the ELBO's L_T, exact): starting lower saves steps but starts
-further from the truth. On images, where that KL is unknown, grids start at σ_max (t = T − 1), as
-AYS's do. Candidates: M levels log-uniform in σ (on a discrete VP process snapped to its
+``KL(N(0, prior_std(σ)² I) ‖ q_σ)`` (exact, in the modular KL's direction; ``path_kl`` pays
+``KL(q_σ ‖ N(0, prior_std(σ)² I))``, the chain rule's first term): starting lower saves steps but
+starts further from the truth. On images, where that KL is unknown, grids start at σ_max
+(t = T − 1), as AYS's do. Candidates: M levels log-uniform in σ (on a discrete VP process snapped to its
 timesteps) together with the levels of the hand-made grids of the family (uniform-t ``linspace``,
 EDM-ρ, exponential σ, and with a free start ``leading`` and quadratic-t), so the DP optimum is
 never worse than those on its own objective (tests check it). ``trailing`` spacing, which stops
@@ -44,12 +68,13 @@ from .data.gmm import GaussianMixture
 from .diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
 from .errors import ErrpropError
 from .grids import edm_rho, exponential, uniform_t
-from .keys import KEY_DATA, KEY_DATA_NOISE, KEY_START, KEY_STEP
+from .keys import KEY_BRIDGE, KEY_DATA, KEY_DATA_NOISE, KEY_START, KEY_START_DATA, KEY_STEP
 from .noise import Noise
 from .process import Process, VPProcess
 from .streams import default_dtype, draw_data, reference_sets
 
-OBJECTIVES = ("modular", "klub", "xent")
+#: The objectives of :func:`optimize` (and of ``errprop grid optimize --objective``).
+OBJECTIVES = ("modular", "path_kl", "klub", "xent")
 
 
 def hand_made(process: Process, n: int, free_start: bool = False) -> dict[str, torch.Tensor]:
@@ -160,6 +185,52 @@ def modular_costs(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step
 
 
 @torch.no_grad()
+def path_kl_estimates(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step: str | Callable = "ddpm",
+                      options: dict | None = None, n: int = 500, seed: int = 0,
+                      device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, M) per-step path KL ``E_{x̂~q_σi} KL(q(x̂'|x̂) ‖ p_θ(x̂'|x̂))`` (nats) of one Gaussian step
+    from ``levels[i]`` to ``levels[j]``, j > i, and its standard errors (module docstring).
+
+    The pairs come from the forward process on draws shared by every (i, j) (common random
+    numbers): x0 ~ data, x̂ = x0 + σ_i ε, x̂' = x0 + (σ_j²/σ_i²)(x̂ − x0) + σ_j √(1 − σ_j²/σ_i²) z, the
+    Brownian bridge q(x̂'|x̂, x0), i.e. an exact draw of q(x̂'|x̂) given x̂. p_θ's mean and std come
+    from the step itself (:func:`~errprop.diagnostics.modular.step_moments`), so the network runs
+    once per level i: n · (M − 1) evaluations, as :func:`modular_costs`. The estimate is
+    :func:`~errprop.diagnostics.modular.kl_estimate` with q as the sampling distribution (its
+    control variate p_θ/q − 1 has mean 0 under q)."""
+    m, d = len(levels), mixture.dim
+    dtype = default_dtype(denoiser)
+    f64 = torch.float64
+    x0 = draw_data(mixture, n, seed, KEY_DATA, f64, device)
+    eps = Noise.from_seed(seed, n, key=(KEY_DATA_NOISE,), device=device).randn(d, dtype=f64)
+    z = Noise.from_seed(seed, n, key=(KEY_BRIDGE,), device=device).randn(d, dtype=f64)
+    cost = torch.full((m, m), math.inf, dtype=f64)
+    stderr = torch.full((m, m), math.nan, dtype=f64)
+    memo = _Memo(denoiser)
+    for i in range(m - 1):
+        s = float(levels[i])
+        x = x0 + s * eps
+        x_model = x.to(dtype)
+        for j in range(i + 1, m):
+            s_next = float(levels[j])
+            c = s_next**2 / s**2
+            x_next = x0 + c * (x - x0) + s_next * math.sqrt(1 - c) * z
+            mean, std = step_moments(step, memo, x_model, s, s_next, **(options or {}))
+            mean, std = mean.to(f64), std.to(f64)
+            log_p = (-0.5 * ((x_next - mean) / std) ** 2 - std.log()).sum(1) - 0.5 * d * math.log(2 * math.pi)
+            log_q = reverse_transition_log_prob(mixture, x, s, s_next, x_next)
+            cost[i, j], stderr[i, j] = kl_estimate(log_q, log_p)
+    return cost, stderr
+
+
+def path_kl_costs(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step: str | Callable = "ddpm",
+                  options: dict | None = None, n: int = 500, seed: int = 0,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """(M, M) per-step path KL of :func:`path_kl_estimates`, without the standard errors."""
+    return path_kl_estimates(denoiser, mixture, levels, step, options, n=n, seed=seed, device=device)[0]
+
+
+@torch.no_grad()
 def klub_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Tensor, n: int = 500,
                seed: int = 0, batch_size: int | None = None,
                device: str | torch.device = "cpu") -> torch.Tensor:
@@ -196,17 +267,22 @@ def path_cost(cost: torch.Tensor, levels: torch.Tensor, grid: torch.Tensor,
 
 @torch.no_grad()
 def prior_costs(process: Process, mixture: GaussianMixture, levels: torch.Tensor, n: int = 500,
-                seed: int = 0) -> torch.Tensor:
-    """(M,) KL(N(0, prior_std(σ)² I) ‖ q_σ) in nats: the error of starting the sampler at σ from the
-    prior instead of the true marginal (the ELBO's L_T; exact density, Monte Carlo over the prior)."""
+                seed: int = 0, q_first: bool = False) -> torch.Tensor:
+    """(M,) error in nats of starting the sampler at σ from its prior N(0, prior_std(σ)² I) instead of
+    the true marginal q_σ (exact density, Monte Carlo): KL(prior ‖ q_σ) over draws from the prior,
+    the direction of the modular KL; with ``q_first`` KL(q_σ ‖ prior) over exact draws x0 + σ w of
+    q_σ, the first term of the chain rule that makes ``path_kl`` a bound."""
     d = mixture.dim
     z = Noise.from_seed(seed, n, key=(KEY_START,)).randn(d, dtype=torch.float64)
+    x0 = draw_data(mixture, n, seed, KEY_START_DATA, torch.float64) if q_first else None
     out = []
     for s in levels.tolist():
         std = process.prior_std(s)
-        x = std * z
-        log_p = (-0.5 * z**2).sum(1) - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
-        out.append(float((log_p - mixture.log_prob(x, s).double()).mean()))
+        x = x0 + s * z if q_first else std * z
+        w = x / std if q_first else z
+        log_p = (-0.5 * w**2).sum(1) - d * math.log(std) - 0.5 * d * math.log(2 * math.pi)
+        log_q = mixture.log_prob(x, s).double()
+        out.append(kl_estimate(log_q, log_p)[0] if q_first else float((log_p - log_q).mean()))
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -280,11 +356,13 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
 
     Returns a JSON-ready dict: the grid (``sigmas``: its positive levels, the form
     ``sample.sigmas`` takes), the objective's value for it and for every hand-made grid of the
-    family, the cost (network evaluations of the objective; sampling runs for ``xent``) and, with
-    ``oracle`` on a mixture, the exact final excess cross-entropy of every grid.
+    family, the cost (network evaluations of the objective; sampling runs for ``xent``), for
+    ``path_kl`` the step whose density it scored (``step``: the sampler's own, or DDPM's, transferred,
+    for a sampler without a Gaussian step) and, with ``oracle`` on a mixture, the exact final excess
+    cross-entropy of every grid.
     """
     from .builders import load_data, sampler_settings
-    from .samplers import is_gaussian, step_options
+    from .samplers import is_gaussian, is_stochastic, step_options
 
     if objective is not None and objective not in OBJECTIVES:
         raise ErrpropError(f"--objective: unknown {objective!r}; choose from {', '.join(OBJECTIVES)}")
@@ -295,21 +373,34 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     gaussian = is_gaussian(sampler, opts)
     if objective is None:
         objective = default_objective(gaussian, mixture is not None)
-    if objective in ("modular", "xent") or oracle:
+    if objective in ("modular", "path_kl", "xent") or oracle:
         if mixture is None:
             raise ErrpropError(f"grid optimize: {'--oracle' if oracle else f'objective {objective}'} needs a "
                                "Gaussian-mixture run (exact density); on images use --objective klub")
     if objective == "modular" and not gaussian:
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
-                           f"sampler {sampler!r} is deterministic: use --objective klub or xent")
+                           f"sampler {sampler!r} is deterministic: use --objective klub, path_kl (DDPM's "
+                           "step on the same levels) or xent")
     free = mixture is not None  # the prior's error is exact on a mixture: the DP may pick the start
     made = hand_made(run.process, steps, free_start=free)
     starts_all = every_hand_made(run.process, steps) if objective == "xent" else made
     levels = candidates(run.process, m, list(starts_all.values()))
-    start = prior_costs(run.process, mixture, levels, n=n, seed=seed) if free else None
+    start = prior_costs(run.process, mixture, levels, n=n, seed=seed,
+                        q_first=objective == "path_kl") if free else None
     log(f"[grid] {len(levels)} candidate levels; objective {objective}")
+    extra = {}
     if objective == "modular":
         cost = modular_costs(run.denoiser, mixture, levels, sampler, opts, n=n, seed=seed, device=device)
+        evals = n * (len(levels) - 1)
+    elif objective == "path_kl":
+        step, step_opts = sampler, opts
+        extra["step"] = sampler
+        if not gaussian:  # no density: DDPM's Gaussian step on the same levels stands in
+            step, step_opts = "ddpm", step_options("ddpm", steps, run.process, **user)
+            why = ("deterministic" if not is_stochastic(sampler, opts)
+                   else "stochastic but not Gaussian given x̂ alone")
+            extra["step"] = f"ddpm (transferred: sampler is {why})"
+        cost = path_kl_costs(run.denoiser, mixture, levels, step, step_opts, n=n, seed=seed, device=device)
         evals = n * (len(levels) - 1)
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
@@ -317,7 +408,8 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     grid, value = dp_grid(cost, levels, steps, start)
     out = {"objective": objective, "sampler": sampler, "steps": steps, "n": n, "seed": seed,
            "candidates": len(levels), "network_evaluations": evals, "sampling_runs": 0,
-           "start": "free (prior KL added)" if free else "σ_max",
+           "start": ("σ_max" if not free else "free (KL(q_σ ‖ prior) added)" if objective == "path_kl"
+                     else "free (prior KL added)"), **extra,
            "hand_made": {name: {"sigmas": g[g > 0].tolist(), "cost": path_cost(cost, levels, g, start)}
                          for name, g in made.items()},
            "dp": {"sigmas": grid[grid > 0].tolist(), "cost": value}}
