@@ -1,14 +1,14 @@
 """E8 — SA and EP on images a CPU trains to a plateau: scikit-learn's 8×8 digits, FD against the budget.
 
 One long training per objective × seed (16-channel U-Net, ε-loss or SA-2 / SA-2 uniform-t / EP at
-λ = D = 64; the baseline trains twice as long as the arms), scored at checkpoints spaced ×2 by the Fréchet distance on errprop's digits classifier
-features (n samples against the 360 test images, beside its floor: n training images against the
-same test images), with DDIM at 10/20/50 steps and DPM-Solver++ 2M at 10. The baseline's FD against
-its training steps shows where it plateaus; the arms are compared with it at their last budget
-(the same steps), paired on seeds (same initial weights, data order, training noise and sampling
-noise), and compute-matched: an arm at budget b against the baseline at the smallest budget that
-cost at least as much (each arm's step cost over the baseline's measured here, A B A B) — what the
-baseline's longer training is for.
+λ = D = 64; the baseline trains twice as long as the arms), scored at checkpoints spaced ×2 by the
+Fréchet distance on errprop's digits classifier features (n samples against the 360 test images,
+beside its floor: n training images against the same test images), with DDIM at 10/20/50 steps and
+DPM-Solver++ 2M at 10. The baseline's FD against its training steps shows where it plateaus; the
+arms are compared with it at their last budget (the same steps), paired on seeds (same initial
+weights, data order, training noise and sampling noise), and compute-matched: an arm at budget b
+against the baseline at the smallest budget that cost at least as much (each arm's step cost over
+the baseline's measured here, A B A B) — what the baseline's longer training is for.
 
 Primary endpoint, declared before the run: FD at DDIM-10 at the arms' last budget (:data:`PRIMARY`),
 Holm-adjusted over the arms; every other setting is in the table, adjusted over its own family.
@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000,
                    help="training steps of every arm (the baseline trains twice as many)")
     p.add_argument("--first", type=int, default=250, help="the first budget measured; then ×2 up to --steps")
-    p.add_argument("--n", type=int, default=1000, help="samples per FD (the floor uses as many training images)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="samples per FD (the floor uses as many training images)")
     p.add_argument("--only", default=None, help="comma-separated arm names (baseline is always run)")
     p.add_argument("--out", default=str(ROOT / "runs" / "e8"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_or_train_classifier("digits", None, progress=False)
     units = [(arm, s) for arm in arms for s in range(seeds)]
-    units.sort(key=lambda u: -training_cost(_config(u[0], u[1], arm_steps(u[0], steps), first)))  # longest first
+    # longest first: the last units to finish are then short ones
+    units.sort(key=lambda u: -training_cost(_config(u[0], u[1], arm_steps(u[0], steps), first)))
     fd: dict = {}
     if a.jobs == 1:  # in this process (what the tests run)
         results = ((u, _unit(*u, steps, first, str(out), n)) for u in units)

@@ -1,11 +1,13 @@
 """The Gaussian-mixture oracle against independent references (scipy, autograd, Monte Carlo)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from scipy.stats import multivariate_normal
+from scipy.stats import chi2, multivariate_normal
 
-from errprop.data.gmm import GaussianMixture
+from errprop.data.gmm import GaussianMixture, off_mode_radius
 from errprop.errors import ErrpropError
 
 
@@ -66,5 +68,19 @@ def test_mode_counts_and_bad_presets():
     assert off == 10
     with pytest.raises(ErrpropError, match="unknown mixture"):
         GaussianMixture.preset("swissroll")
+
+
+@pytest.mark.parametrize("dim", [2, 16, 128])
+def test_exact_draws_are_on_mode_in_any_dimension(dim):
+    """The off-mode radius follows the dimension: exact draws are off-mode at the rate e⁻⁸ it is set
+    for (≈ 3e-4; at D = 2 exactly radius 4), where a fixed radius 4 loses half of them in 16-D."""
+    mix = GaussianMixture.preset("random", dim=dim, components=8, seed=0)
+    x = mix.sample_n(4000, seed=3)
+    _, off = mix.mode_counts(x)
+    assert off <= 8  # expected 1.3
+    if dim >= 16:
+        assert mix.mode_counts(x, radius=4.0)[1] > 1000
+    assert off_mode_radius(2) == 4.0
+    assert off_mode_radius(2) == pytest.approx(math.sqrt(chi2.isf(math.exp(-8), 2)), rel=1e-12)
     with pytest.raises(ErrpropError, match="shapes disagree"):
         GaussianMixture(torch.ones(2), torch.zeros(3, 2), torch.eye(2).expand(3, 2, 2))

@@ -41,6 +41,14 @@ class Posterior:
         return (Q * self.eig[:, :, None, :]) @ Q.transpose(-1, -2)
 
 
+def off_mode_radius(dim: int) -> float:
+    """The Mahalanobis radius an exact draw of a D-dimensional Gaussian exceeds with probability e⁻⁸:
+    √(χ²_D quantile at 1 − e⁻⁸); exactly 4 at D = 2 (χ²_2 is exponential with mean 2)."""
+    from scipy.stats import chi2
+
+    return 4.0 if dim == 2 else math.sqrt(float(chi2.isf(math.exp(-8), dim)))
+
+
 class GaussianMixture:
     """A d-dimensional Gaussian mixture ``Σ_k π_k N(μ_k, Σ_k)`` with exact noised marginals.
 
@@ -129,9 +137,15 @@ class GaussianMixture:
         """``n`` exact draws from streams ``seed`` (float32, CPU)."""
         return self.sample(Noise.from_seed(seed, n, key=(KEY_MIXTURE,)))
 
-    def mode_counts(self, x: torch.Tensor, radius: float = 4.0) -> tuple[torch.Tensor, int]:
+    def mode_counts(self, x: torch.Tensor, radius: float | None = None) -> tuple[torch.Tensor, int]:
         """Samples per component (most responsible one) and the number of off-mode samples, those
-        whose Mahalanobis distance to that component exceeds ``radius``."""
+        whose Mahalanobis distance to that component exceeds ``radius``.
+
+        ``None``: the radius an exact draw exceeds with probability e⁻⁸ (≈ 3e-4) in this dimension —
+        the χ_D quantile, which is 4 at D = 2. A fixed radius would not do: the Mahalanobis norm of
+        an exact draw grows like √D, so in 16-D radius 4 calls half of the data off-mode."""
+        if radius is None:
+            radius = off_mode_radius(self.dim)
         post = self.posterior(x, 0.0)
         k = post.resp.argmax(1)
         diff = x.to(torch.float64) - self.means[k]
