@@ -17,8 +17,18 @@ shared seeds. Resumable: rerun the same command. The CPU default is sized for a 
 (U-Net with 16 channels, 1,500 steps, n = 2,000); ``--channels 32 --steps 20000 --n 5000`` is
 the full size (1.06 M parameters, a GPU).
 
+The report is a pure function of the result data (:func:`render`): every verdict is
+:func:`errprop.findings.verdict` on a paired 95 % interval (lower FD claimed), p_Holm over the
+arm × setting tests that have an interval, and SA-2 against the compute-matched baseline on their
+shared seeds. The primary endpoint is FD at DDIM-10 (:data:`PRIMARY`), declared after E2 ran (post
+hoc). ``--rerender`` rebuilds ``docs/results/e2_fashion_mnist.{json,md}`` and
+``docs/results/e2_fashion_mnist/{study,provenance}.json`` (what the claims table reads) from the
+committed ``e2_fashion_mnist.json`` alone — no run folder — keeping the original run's command,
+commit, machine and date.
+
     python experiments/e2_fashion_mnist.py                        # CPU size
     python experiments/e2_fashion_mnist.py --quick                # smoke run
+    python experiments/e2_fashion_mnist.py --rerender             # the report from the committed JSON
 """
 
 from __future__ import annotations
@@ -38,10 +48,14 @@ from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import load_run
 from errprop.denoisers import EpsilonScaled
+from errprop.errors import ErrpropError
 from errprop.evaluate import evaluate, row
 from errprop.files import atomic_write_text, cached, read_cached
-from errprop.provenance import provenance
-from errprop.stats import paired, summary
+from errprop.findings import interval
+from errprop.findings import verdict as claim_verdict
+from errprop.results import markdown_table, write_result, write_study_summary
+from errprop.stats import holm_adjust, paired, summary
+from errprop.study import Arm
 from errprop.train import pick_device, train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +67,23 @@ ARMS = {
 }
 ALL_ARMS = (*ARMS, "cm", "es")
 ES_B = (1.0, 1.002, 1.004, 1.006, 1.01)
+NAME = "e2_fashion_mnist"
+TITLE = "E2 — Fashion-MNIST: FD of SA-2, EP, DDPM-IP, ε-scaling against the baseline"
+#: The primary endpoint: declared after E2 ran, so applied post hoc.
+PRIMARY = "ddim-10"
+#: configs/fashion_mnist.yaml as overrides of the defaults (tests/test_e2_script.py checks that
+#: they load the same config), so that the study summary can diff the arms' resolved configs.
+FASHION_MNIST = ["data.name=fashion-mnist", "model.net=unet", "model.parameterization=eps",
+                 "model.channels=32", "model.channel_mult=[1,2,2]", "model.num_res_blocks=1",
+                 "model.dropout=0.1", "loss.name=simple", "train.steps=20000", "train.batch_size=128",
+                 "train.lr=2.0e-4", "train.warmup=500", "train.ema_decay=0.999", "train.log_every=100",
+                 "train.ckpt_every=2000", "sample.sampler=ddim", "sample.steps=50", "sample.n=10000",
+                 "sample.batch_size=500"]
+
+
+def size(channels: int, steps: int) -> list[str]:
+    """The overrides of E2's size on top of configs/fashion_mnist.yaml."""
+    return [f"model.channels={channels}", f"train.steps={steps}", f"train.ckpt_every={steps}"]
 
 
 def _score(run_dir: Path, out: Path, key: dict, ks, samplers, n, device, b: float | None = None) -> dict:
@@ -108,7 +139,7 @@ def step_cost_ratio(base_cfg, sa_cfg, device: str, steps: int = 6, reps: int = 5
     return statistics.median(tb) / statistics.median(ta)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds of baseline and SA-2")
     p.add_argument("--seeds-other", type=int, default=1, help="seeds of EP, DDPM-IP, ε-scaling")
@@ -129,12 +160,28 @@ def main() -> None:
     p.add_argument("--only", default="",
                    help="comma-separated arms (baseline,sa2,ep,ip,cm,es) to run in this process, so "
                         "two processes can share the work; the report is written by a run without it")
-    a = p.parse_args()
+    p.add_argument("--rerender", action="store_true",
+                   help="rebuild the report (docs/results/e2_fashion_mnist.{json,md} and its study "
+                        "summary) from the committed e2_fashion_mnist.json alone: runs and trains nothing")
+    return p
+
+
+QUICK = {"seeds": 2, "seeds_other": 1, "steps": 30, "channels": 8, "n": 200, "sampling_steps": "5"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
+    a = p.parse_args(argv)
+    if a.rerender:
+        docs = Path(a.docs) if not a.quick else Path(a.out) / "quick"
+        rerender(docs)
+        print((docs / f"{NAME}.md").read_text())
+        return
     only = set(a.only.split(",")) if a.only else set(ALL_ARMS)
     if not only <= set(ALL_ARMS):
         p.error(f"--only: unknown arm(s) {sorted(only - set(ALL_ARMS))}; choose from {ALL_ARMS}")
     if a.quick:
-        a.seeds, a.seeds_other, a.steps, a.channels, a.n, a.sampling_steps = 2, 1, 30, 8, 200, "5"
+        vars(a).update(QUICK)
     device = str(pick_device(a.device))
     ks = [int(k) for k in a.sampling_steps.split(",")]
     samplers = a.samplers.split(",")
@@ -240,110 +287,233 @@ def main() -> None:
     if only != set(ALL_ARMS):
         print(f"[e2] done: {sorted(only)}; rerun without --only to write the report", flush=True)
         return
-    write(a, out, ks, samplers, fd, times, best_b, cm_steps, ratio, missing)
-
-
-def verdict(fd: dict, arms: list[str], labels: dict, samplers, ks, value, table: dict) -> str:
-    """The report's opening paragraph, computed from the paired comparisons: per arm, in how many
-    settings it is lower / higher / not different from the baseline; then SA-2 against the
-    compute-matched baseline on their shared seeds."""
-    out = []
-    settings = [f"{s}-{k}" for s in samplers for k in ks]
-    for arm in arms[1:]:
-        v = [table[f"{arm} {st}"]["verdict"] for st in settings]
-        n_seeds = len([s for s in fd[arm] if s in fd["baseline"]])
-        lower, higher = v.count("lower"), v.count("higher")
-        if lower and higher:
-            what = "mixed"
-        elif lower or higher:
-            side = "better (lower FD)" if lower else "worse (higher FD)"
-            what = f"{side} in {'every setting' if max(lower, higher) == len(v) else 'some settings'}"
-            what += ", never the other way" if max(lower, higher) < len(v) else ""
-        else:
-            what = "no difference beyond noise"
-        detail = (f"{lower} of {len(v)} settings lower, {higher} higher, {len(v) - lower - higher} within "
-                  f"noise, paired over {n_seeds} seed(s)")
-        if n_seeds < 2:
-            detail += " — one seed gives no interval, so no verdict"
-            what = "not decidable"
-        out.append(f"**{labels[arm]}**: {what} ({detail}).")
-    if "cm" in fd and "sa2" in fd:
-        shared = sorted(set(fd["cm"]) & set(fd["sa2"]))
-        d = [value("sa2", s, sm, k) - value("cm", s, sm, k) for s in shared for sm in samplers for k in ks]
-        if d:
-            out.append(f"Against the compute-matched baseline (seed {shared}), SA-2's FD is lower in "
-                       f"{sum(x < 0 for x in d)} of {len(d)} settings (mean Δ {sum(d) / len(d):+.3g}).")
-    return "> **Verdict** (computed from the table below). " + " ".join(out)
-
-
-def write(a, out: Path, ks, samplers, fd: dict, times: dict, best_b: dict, cm_steps: int,
-          ratio: float, missing: list[str]) -> None:
-    labels = {**{k: v[0] for k, v in ARMS.items()},
-              "cm": f"baseline, compute-matched to SA-2 ({cm_steps} steps)",
-              "es": "baseline + ε-scaling (b per setting)"}
-    prov = provenance()
     command = shlex.join(["python", "experiments/e2_fashion_mnist.py",
-                          *[x for x in sys.argv[1:] if x != "--report"]])
-
-    def value(arm, seed, sampler, k):
-        return next(r["value"] for r in fd[arm][seed]["results"]
-                    if (r["sampler"], r["steps"]) == (sampler, k))
-
-    floors = [fd["baseline"][s]["floor"] for s in fd["baseline"]]
-    lines = ["# E2 — Fashion-MNIST: FD of SA-2, EP, DDPM-IP, ε-scaling against the baseline", "",
-             f"Command: `{command}`  ", f"Commit {prov['commit']}, {prov['machine']}, {prov['date']}.  ",
-             f"U-Net with {a.channels} base channels (mult 1, 2, 2; dropout 0.1), {a.steps} steps × "
-             f"batch 128, AdamW 2e-4, EMA 0.999 with diffusers' warm-up, x̂0 clipped to [−1, 1] in "
-             f"DDIM/DDPM (diffusers' default), FD on errprop's classifier features at n = {a.n} vs "
-             f"the test set; floor (n train images vs test) {summary(floors)['mean']:.3g} ± "
-             f"{summary(floors)['std']:.2g}. Mean ± sd over each arm's seeds (one value for a one-seed "
-             "arm: seed 0); Δ = arm − baseline on shared seeds with a 95 % t-interval (none with one "
-             "seed: then Δ is a single paired difference, not evidence). Lower is better. "
-             f"Seeds: {', '.join(f'{x} {sorted(fd[x])}' for x in fd)}.", ""]
-    arms = [x for x in ("baseline", "sa2", "ep", "ip", "cm", "es") if x in fd]
-    lines.append("| setting | " + " | ".join(labels[x] for x in arms) + " |")
-    lines.append("|---|" + "---|" * len(arms))
-    table = {}
-    for sampler in samplers:
-        for k in ks:
-            cells = []
-            base = {s: value("baseline", s, sampler, k) for s in fd["baseline"]}
-            for arm in arms:
-                seeds = sorted(s for s in fd[arm] if s in base)  # paired on shared seeds only
-                v = [value(arm, s, sampler, k) for s in seeds]
-                s_ = summary(v)
-                cell = f"{s_['mean']:.4g} ± {s_['std']:.2g}" if len(v) > 1 else f"{v[0]:.4g}"
-                if arm != "baseline":
-                    d = paired(v, [base[s] for s in seeds])
-                    table[f"{arm} {sampler}-{k}"] = d
-                    ci = f" [{d['lo']:+.3g}, {d['hi']:+.3g}]" if len(v) > 1 else ""
-                    mark = {"lower": " ↓", "higher": " ↑", "no difference": ""}[d["verdict"]]
-                    cell += f"<br>Δ {d['mean']:+.3g}{ci}{mark}"
-                cells.append(cell)
-            lines.append(f"| {sampler}-{k} | " + " | ".join(cells) + " |")
-    lines[1:1] = ["", verdict(fd, arms, labels, samplers, ks, value, table)]
-    if "es" in fd:
-        lines += ["", f"ε-scaling b chosen per setting (search over {list(ES_B)} on the seed-0 baseline, "
-                  f"sample seed 99, n = 500): {best_b}."]
-    lines += ["", "| arm | training wall-clock (s) per seed |", "|---|---|"]
-    lines += [f"| {labels[x]} | {', '.join(f'{t:.0f}' for t in times[x].values())} |" for x in times]
-    if missing:
-        lines += ["", f"**Not finished when this report was written** (the command continues them): "
-                  f"{', '.join(missing)}."]
-    lines.append("")
-    if "cm" in fd:
-        lines.append(f"Compute-matched steps = {a.steps} × {ratio:.2f}, SA-2's training-step time over "
-                     "the baseline's, timed interleaved in one process (A B A B …, medians), so that "
-                     "both saw the same load.")
-    lines.append("The whole-run wall-clocks above were taken while other jobs shared the machine and "
-                 "are not a cost measure.")
+                          *[x for x in (sys.argv[1:] if argv is None else argv) if x != "--report"]])
+    data = {"config": {"channels": a.channels, "steps": a.steps, "n": a.n, "samplers": samplers,
+                       "sampling_steps": ks},
+            "fd": fd, "train_seconds": times, "es_b": best_b, "cm_steps": cm_steps if "cm" in fd else None,
+            "cm_ratio": ratio if ratio == ratio else None, "missing": missing}
     docs = Path(a.docs) if not a.quick else out
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "e2_fashion_mnist.md").write_text("\n".join(lines) + "\n")
-    (docs / "e2_fashion_mnist.json").write_text(json.dumps(
-        {"command": command, **prov, "fd": fd, "train_seconds": times, "es_b": best_b,
-         "paired": table}, indent=1))
-    print("\n".join(lines))
+    write_report(docs, data, command)
+    print((docs / f"{NAME}.md").read_text())
+
+
+#: The keys of the result data the report is computed from; the rest of the JSON is derived.
+RAW = ("config", "fd", "train_seconds", "es_b", "cm_steps", "cm_ratio", "missing")
+#: The provenance keys a result file carries (:func:`errprop.provenance.provenance`).
+PROVENANCE = ("commit", "machine", "date", "cpu", "cpu_flags", "gpu", "python")
+
+
+def labels(cm_steps: int | None) -> dict[str, str]:
+    """Every arm's label for people."""
+    return {**{k: v[0] for k, v in ARMS.items()}, "cm": f"compute-matched baseline ({cm_steps} steps)",
+            "es": "baseline + ε-scaling (b per setting)"}
+
+
+def numbers(data: dict) -> dict:
+    """Every statistic of the report, from the result data (:data:`RAW`): per arm and setting the FD
+    over the arm's seeds shared with the baseline (mean ± sd), the paired difference arm − baseline
+    on those seeds (p_Holm over the arm × setting tests with an interval, i.e. ≥ 2 paired seeds),
+    SA-2 − compute-matched baseline on their shared seeds (p_Holm over its settings), the floor."""
+    cfg = data["config"]
+    fd = {a: {int(s): v for s, v in data["fd"][a].items()} for a in ALL_ARMS if a in data["fd"]}
+    settings = [f"{s}-{k}" for s in cfg["samplers"] for k in cfg["sampling_steps"]]
+
+    def values(arm: str, seeds: list[int], setting: str) -> list[float]:
+        sampler, k = setting.rsplit("-", 1)
+        return [next(r["value"] for r in fd[arm][s]["results"]
+                     if (r["sampler"], r["steps"]) == (sampler, int(k))) for s in seeds]
+
+    shared = {a: sorted(s for s in fd[a] if s in fd["baseline"]) for a in fd}  # paired on shared seeds only
+    arms = [a for a in fd if shared[a]]
+    per_arm = {a: {x: summary(values(a, shared[a], x)) for x in settings} for a in arms}
+    tests = {f"{a} {x}": paired(values(a, shared[a], x), values("baseline", shared[a], x))
+             for a in arms[1:] for x in settings}
+    holm_adjust({k: t for k, t in tests.items() if t["n"] > 1})  # (adds p_holm to these in place)
+    cm_seeds = sorted(set(fd.get("sa2", {})) & set(fd.get("cm", {})))
+    cm = ({x: paired(values("sa2", cm_seeds, x), values("cm", cm_seeds, x)) for x in settings}
+          if cm_seeds else {})
+    holm_adjust({k: t for k, t in cm.items() if t["n"] > 1})
+    return {"arms": arms, "labels": {a: labels(data["cm_steps"])[a] for a in arms}, "settings": settings,
+            "primary": PRIMARY, "seeds": {a: sorted(fd[a]) for a in fd}, "paired_seeds": shared,
+            "per_arm": per_arm, "paired": tests, "sa2_vs_cm": {"seeds": cm_seeds, "paired": cm},
+            "floor": summary([fd["baseline"][s]["floor"] for s in sorted(fd["baseline"])])}
+
+
+def _tests(tests: dict, settings: list[str]) -> str:
+    """``setting **verdict** (Δ interval)`` per setting, the verdict by the library's rule."""
+    return "; ".join(f"{x} **{claim_verdict(t['lo'], t['hi'], 'lower')}** (Δ {interval(t)})"
+                     for x, t in ((x, tests[x]) for x in settings))
+
+
+def verdicts(d: dict) -> str:
+    """The report's opening paragraph: every arm against the baseline per setting, then SA-2 against
+    the compute-matched baseline, each verdict by :func:`errprop.findings.verdict`."""
+    lab, settings = d["labels"], d["settings"]
+    n_holm = sum("p_holm" in t for t in d["paired"].values())
+    out = ["> **Verdict** (computed from the table below by `errprop.findings.verdict`, a lower FD "
+           "claimed for every arm: the paired 95 % interval of Δ entirely below 0 is *supported*, entirely "
+           f"above *contradicted*, otherwise *not decidable*; p_Holm over the {n_holm} arm × setting tests "
+           f"that have an interval). Primary endpoint: FD at {d['primary']}, declared after E2 ran (post "
+           "hoc); the other settings are secondary."]
+    for a in d["arms"][1:]:
+        n = len(d["paired_seeds"][a])
+        if n < 2:
+            out.append(f"**{lab[a]}**: not decidable (one seed: no interval).")
+            continue
+        out.append(f"**{lab[a]}** against the baseline ({n} paired seeds): "
+                   + _tests({x: d["paired"][f"{a} {x}"] for x in settings}, settings) + ".")
+    cm = d["sa2_vs_cm"]
+    if cm["seeds"] and "sa2" in lab and "cm" in lab:
+        who = f"**{lab['sa2']}** against the **{lab['cm']}**"
+        if len(cm["seeds"]) < 2:
+            out.append(f"{who}: not decidable (one seed: no interval).")
+        else:
+            out.append(f"{who} (paired on their shared seeds {cm['seeds']}; p_Holm over its {len(settings)} "
+                       "settings): " + _tests(cm["paired"], settings) + ".")
+    return " ".join(out)
+
+
+def intro(data: dict, d: dict) -> str:
+    """The verdicts, then what was run and how it is summarised."""
+    cfg, fl = data["config"], d["floor"]
+    n_holm = sum("p_holm" in t for t in d["paired"].values())
+    what = (f"U-Net with {cfg['channels']} base channels (mult 1, 2, 2; dropout 0.1), {cfg['steps']} steps × "
+            f"batch 128, AdamW 2e-4, EMA 0.999 with diffusers' warm-up, x̂0 clipped to [−1, 1] in "
+            f"DDIM/DDPM (diffusers' default), FD on errprop's classifier features at n = {cfg['n']} vs "
+            f"the test set; floor (n train images vs test) {fl['mean']:.3g} ± {fl['std']:.2g}. Mean ± sd "
+            "over each arm's seeds (one value for a one-seed arm: seed 0); Δ = arm − baseline on shared "
+            f"seeds with a 95 % t-interval and p_Holm over the {n_holm} arm × setting tests that have one "
+            "(none with one seed: then Δ is a single paired difference, not evidence). Lower is better. "
+            f"Seeds: {', '.join(f'{a} {s}' for a, s in d['seeds'].items())}.")
+    return verdicts(d) + "\n\n" + what
+
+
+def table(d: dict) -> list[list[str]]:
+    """Setting rows: per arm its FD (mean ± sd) and, but for the baseline, Δ with its interval."""
+    rows = [["setting", *(d["labels"][a] for a in d["arms"])]]
+    for x in d["settings"]:
+        cells = []
+        for a in d["arms"]:
+            s = d["per_arm"][a][x]
+            cell = f"{s['mean']:.4g} ± {s['std']:.2g}" if s["n"] > 1 else f"{s['mean']:.4g}"
+            if a != "baseline":
+                p = d["paired"][f"{a} {x}"]
+                cell += f"<br>Δ {interval(p)}" if p["n"] > 1 else f"<br>Δ {p['mean']:+.3g}"
+            cells.append(cell)
+        rows.append([x, *cells])
+    return rows
+
+
+def notes(data: dict, d: dict) -> str:
+    """ε-scaling's b, the training wall-clocks, what was unfinished, the compute-matched steps."""
+    out, lab = [], labels(data["cm_steps"])
+    if "es" in d["arms"]:
+        out.append(f"ε-scaling b chosen per setting (search over {list(ES_B)} on the seed-0 baseline, "
+                   f"sample seed 99, n = 500): {data['es_b']}.")
+    times = data["train_seconds"]
+    rows = [["arm", "training wall-clock (s) per seed"]]
+    rows += [[lab[a], ", ".join(f"{t:.0f}" for _, t in sorted((int(s), t) for s, t in times[a].items()))]
+             for a in ALL_ARMS if a in times]
+    out.append("\n".join(markdown_table(rows)))
+    if data["missing"]:
+        out.append("**Not finished when this report was written** (the command continues them): "
+                   f"{', '.join(data['missing'])}.")
+    steps = data["config"]["steps"]
+    cost = (f"Compute-matched steps = {steps} × "
+            f"{data['cm_ratio'] if data['cm_ratio'] is not None else data['cm_steps'] / steps:.2f}, SA-2's "
+            "training-step time over the baseline's, timed interleaved in one process (A B A B …, "
+            "medians), so that both saw the same load.\n") if "cm" in d["arms"] else ""
+    out.append(cost + "The whole-run wall-clocks above were taken while other jobs shared the machine "
+               "and are not a cost measure.")
+    out.append(f"This report is computed from the numbers in `{NAME}.json` alone: `python "
+               "experiments/e2_fashion_mnist.py --rerender` rebuilds it without running anything.")
+    return "\n\n".join(out)
+
+
+def render(data: dict) -> tuple[dict, list[list[str]], str, str]:
+    """The report of the result data: (every statistic, the table, its intro, its notes)."""
+    d = numbers(data)
+    return d, table(d), intro(data, d), notes(data, d)
+
+
+def study_summary(data: dict, d: dict) -> tuple[dict, list[Arm], argparse.Namespace]:
+    """What the claims table reads (``study.json``, :func:`errprop.findings.claim_row`): per arm
+    and setting the FD and the paired difference against the baseline (arms with ≥ 2 paired seeds),
+    SA-2 against the compute-matched baseline under ``paired_against``; the arms' overrides on top of
+    configs/fashion_mnist.yaml at E2's size, so that the claims can diff their resolved configs."""
+    cfg = data["config"]
+    over = {**{k: v[1] for k, v in ARMS.items()}, "es": [],
+            "cm": [f"train.steps={data['cm_steps']}", f"train.ckpt_every={data['cm_steps']}"]}
+    arms = [Arm(a, d["labels"][a], over[a]) for a in d["arms"]]
+    settings = argparse.Namespace(base=[*FASHION_MNIST, *size(cfg["channels"], cfg["steps"])],
+                                  seeds=d["seeds"], n=cfg["n"], settings=d["settings"], primary=PRIMARY,
+                                  es_b=data["es_b"])
+
+    def by_metric(tests: dict) -> dict:
+        return {f"fd {x}": tests[x] for x in d["settings"]}
+
+    summ = {"metrics": [f"fd {x}" for x in d["settings"]],
+            "arms": {a: by_metric(d["per_arm"][a]) for a in d["arms"]},
+            "paired": {a: by_metric({x: d["paired"][f"{a} {x}"] for x in d["settings"]})
+                       for a in d["arms"][1:] if len(d["paired_seeds"][a]) > 1}}
+    if len(d["sa2_vs_cm"]["seeds"]) > 1 and "cm" in d["arms"]:
+        summ["paired_against"] = {"cm": {"sa2": by_metric(d["sa2_vs_cm"]["paired"])}}
+    return summ, arms, settings
+
+
+def write_report(docs: Path, data: dict, command: str, provenance: dict | None = None) -> dict:
+    """``docs/e2_fashion_mnist.{json,md}`` and ``docs/e2_fashion_mnist/{study,provenance}.json``
+    from the result data; ``provenance``: the original run's, when re-rendering (default: this
+    process's). Returns the JSON payload."""
+    d, rows, text, after = render(data)
+    payload = write_result(docs, NAME, TITLE, command, {**{k: data[k] for k in RAW}, **d}, rows, after, text,
+                           provenance=provenance)
+    summ, arms, settings = study_summary(data, d)
+    write_study_summary(docs / NAME, {"summary": summ}, arms, settings, command, provenance=provenance)
+    return payload
+
+
+def result_data(payload: dict) -> dict:
+    """The result data (:data:`RAW`) of a stored E2 JSON. An older file stored neither E2's sizes nor
+    the compute-matched steps: the sizes are read back from its command (this module's parser), the
+    steps from the compute-matched runs' FD records; both are checked against every FD record."""
+    data = {k: payload[k] for k in RAW if k in payload}
+    if "config" not in data:
+        args = parser().parse_args(shlex.split(payload["command"])[2:])
+        if args.quick:
+            vars(args).update(QUICK)
+        data["config"] = {"channels": args.channels, "steps": args.steps, "n": args.n,
+                          "samplers": args.samplers.split(","),
+                          "sampling_steps": [int(k) for k in args.sampling_steps.split(",")]}
+    if "cm_steps" not in data:
+        cm = {r["train_step"] for r in data["fd"].get("cm", {}).values()}
+        if len(cm) > 1:
+            raise ErrpropError(f"{NAME}: the compute-matched runs trained different steps: {sorted(cm)}")
+        data["cm_steps"] = cm.pop() if cm else None
+    data.setdefault("cm_ratio", None)
+    data.setdefault("missing", [])
+    cfg = data["config"]
+    for arm, runs in data["fd"].items():
+        for seed, r in runs.items():
+            steps = data["cm_steps"] if arm == "cm" else cfg["steps"]
+            if (r.get("n"), r.get("train_step")) != (cfg["n"], steps):
+                raise ErrpropError(f"{NAME}: {arm} seed {seed} has n = {r.get('n')} at step "
+                                   f"{r.get('train_step')}, not n = {cfg['n']} at step {steps}")
+    return data
+
+
+def rerender(docs: Path) -> dict:
+    """Rebuild the report in ``docs`` from its ``e2_fashion_mnist.json`` alone, keeping the original
+    run's command, commit, machine and date. Returns the new payload."""
+    path = Path(docs) / f"{NAME}.json"
+    if not path.is_file():
+        raise ErrpropError(f"--rerender: {path} does not exist")
+    payload = json.loads(path.read_text())
+    prov = {k: payload[k] for k in PROVENANCE if k in payload}
+    # an older file names no CPU: its machine line begins with the CPU model
+    prov.setdefault("cpu", str(prov.get("machine", "?")).split(", ")[0])
+    return write_report(Path(docs), result_data(payload), payload["command"], provenance=prov)
 
 
 if __name__ == "__main__":

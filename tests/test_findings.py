@@ -1,5 +1,6 @@
 """Generated findings: one verdict rule, blocks rebuilt from result files, --check catches an edit."""
 
+import argparse
 import json
 import re
 import shutil
@@ -156,3 +157,63 @@ def test_result_data_may_not_shadow_the_payloads_own_keys(tmp_path):
     with pytest.raises(ValueError, match="machine"):
         write_result(tmp_path, "b", "B", "c", {"machine": {"cpu": "x"}}, [["h"]])
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_rerendered_result_keeps_the_original_runs_provenance(tmp_path):
+    from errprop.findings import render
+    from errprop.results import write_study_summary
+
+    original = {"commit": "abc1234", "machine": "Old CPU, 2 cores", "date": "2000-01-01 00:00 UTC",
+                "title": "not provenance"}
+    payload = write_result(tmp_path, "old", "OLD", "python old.py", {"x": 1}, [["h"], ["1"]],
+                           provenance=original)
+    assert {k: payload[k] for k in ("commit", "machine", "date")} == {k: original[k] for k in
+                                                                     ("commit", "machine", "date")}
+    assert payload["title"] == "OLD" and "gpu" not in payload  # provenance keys only, those given
+    assert "- commit: abc1234, date: 2000-01-01 00:00 UTC" in (tmp_path / "old.md").read_text()
+    assert "commit abc1234, Old CPU, 2 cores, 2000-01-01 00:00 UTC." in render("table", "old", tmp_path)
+    fresh = write_result(tmp_path, "new", "NEW", "c", {}, [["h"]])
+    assert fresh["commit"] != "abc1234" and "python" in fresh  # by default: this process's
+    with pytest.raises(ValueError, match="date"):
+        write_result(tmp_path, "bad", "B", "c", {}, [["h"]], provenance={"commit": "a", "machine": "m"})
+    assert not (tmp_path / "bad.json").exists()
+
+    class Arm:
+        def __init__(self, name):
+            self.name, self.overrides = name, []
+
+    write_study_summary(tmp_path / "s", {"summary": {}}, [Arm("baseline")], argparse.Namespace(base=[]),
+                        "python old.py", provenance=original | {"cpu": "Old CPU"})
+    prov = json.loads((tmp_path / "s" / "provenance.json").read_text())
+    assert prov == {"command": "python old.py", "commit": "abc1234", "machine": "Old CPU, 2 cores",
+                    "date": "2000-01-01 00:00 UTC", "cpu": "Old CPU"}
+    with pytest.raises(ValueError, match="commit"):
+        write_study_summary(tmp_path / "t", {"summary": {}}, [], argparse.Namespace(), "c", provenance={})
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_claim_can_name_the_arm_it_is_compared_against(tmp_path):
+    from errprop.findings import claim_row
+
+    def pair(lo, hi, n=2):
+        return {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": n}
+
+    study = {"settings": {"base": ["data.name=ring8", "train.steps=100"]},
+             "arms": [{"name": "baseline", "overrides": []},
+                      {"name": "sa", "overrides": ["loss.name=sa", "loss.sa.t_sampling=uniform"]},
+                      {"name": "cm", "label": "compute-matched baseline", "overrides": ["train.steps=200"]}],
+             "summary": {"arms": {"baseline": {"m": {"mean": 3.0}}, "cm": {"m": {"mean": 2.0}}},
+                         "paired": {"sa": {"m": pair(-2, -1, 5)}},
+                         "paired_against": {"cm": {"sa": {"m": pair(0.5, 1.5) | {"p_holm": 0.04}}}}}}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps(study))
+    claim = {"id": "1", "claim": "c", "test": "t", "source": "s/study.json", "arm": "sa", "metric": "m",
+             "claimed": "lower", "endpoint": "e", "declared": "post hoc"}
+    base = claim_row(claim, tmp_path)  # against defaults to the baseline
+    assert base[3] == "-1.5 [-2, -1] on baseline 3" and base[4] == "**supported**" and "⚠" not in base[1]
+    cm = claim_row(claim | {"against": "cm"}, tmp_path)
+    assert cm[3] == "+1 [+0.5, +1.5] on compute-matched baseline 2; p_Holm 0.04"
+    assert cm[4] == "**contradicted**" and "(2 paired seeds;" in cm[5]
+    assert cm[1] == "t — ⚠ not only the objective differs: train.steps 200 → 100"
+    with pytest.raises(ErrpropError, match="against 'ep'"):
+        claim_row(claim | {"against": "ep"}, tmp_path)

@@ -116,42 +116,55 @@ def _study_provenance(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _confounds(study: dict, arm: str) -> str:
-    """What else than the objective the arm trains differently from the baseline (checked on the
-    study's resolved configs), as a warning to append to the test's description."""
+def _confounds(study: dict, arm: str, against: str = "baseline") -> str:
+    """What else than the objective the arm trains differently from ``against`` (the baseline by
+    default; checked on the study's resolved configs), as a warning to append to the test's
+    description."""
     from . import config as config_mod
     from .config_diff import differences, is_objective
 
     over = {a["name"]: a["overrides"] for a in study["arms"]}
     base = study["settings"]["base"]
-    diff = differences(config_mod.load(overrides=base + over["baseline"]),
+    diff = differences(config_mod.load(overrides=base + over[against]),
                        config_mod.load(overrides=base + over[arm]))
     other = [f"{k} {a} → {b}" for k, (a, b) in diff.items() if not is_objective(k)]
     return f" — ⚠ not only the objective differs: {'; '.join(other)}" if other else ""
 
 
+def _comparison(summ: dict, arm: str, metric: str, against: str) -> tuple[dict, float]:
+    """The paired difference arm − ``against`` on ``metric`` and ``against``'s mean: from
+    ``summary.paired[arm]`` against the baseline, else from ``summary.paired_against[against][arm]``."""
+    paired = summ["paired"] if against == "baseline" else summ["paired_against"][against]
+    return paired[arm][metric], summ["arms"][against][metric]["mean"]
+
+
 def claim_row(claim: dict, results: Path) -> list[str]:
     """One row of the claims table: the claim, our test, its endpoint, Δ with its interval, the
-    verdict by :func:`verdict`, and where the numbers come from."""
+    verdict by :func:`verdict`, and where the numbers come from.
+
+    The claim's ``arm`` is compared with its ``against`` arm — the study's ``baseline`` unless the
+    claim names another (a compute-matched baseline: ``summary.paired_against[against][arm]``)."""
     source = results / claim["source"]
     if not source.is_file():
         raise ErrpropError(f"claim {claim['id']}: {source} does not exist")
     study = json.loads(source.read_text())
     summ = study["summary"]
+    against = claim.get("against", "baseline")
     try:
-        d = summ["paired"][claim["arm"]][claim["metric"]]
-        base = summ["arms"]["baseline"][claim["metric"]]["mean"]
+        d, base = _comparison(summ, claim["arm"], claim["metric"], against)
     except KeyError as e:
-        raise ErrpropError(f"claim {claim['id']}: {source} has no {e} for arm {claim['arm']!r}, "
-                           f"metric {claim['metric']!r}") from None
+        raise ErrpropError(f"claim {claim['id']}: {source} has no {e} for arm {claim['arm']!r} against "
+                           f"{against!r}, metric {claim['metric']!r}") from None
     word = verdict(d["lo"], d["hi"], claim["claimed"])
     holm = f"; p_Holm {d['p_holm']:.2g}" if "p_holm" in d else ""
     prov = _study_provenance(source.parent)
     where = (f"`{claim['source']}` ({d['n']} paired seeds; commit {prov.get('commit', '?')}, "
              f"{prov.get('cpu', '?')}, {prov.get('date', '?')})")
-    test = claim["test"] + _confounds(study, claim["arm"])
+    who = "baseline" if against == "baseline" else next(
+        (a.get("label", against) for a in study["arms"] if a["name"] == against), against)
+    test = claim["test"] + _confounds(study, claim["arm"], against)
     return [claim["claim"], test, f"{claim['endpoint']} ({claim['declared']})",
-            f"{d['mean']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}] on baseline {base:.3g}{holm}",
+            f"{d['mean']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}] on {who} {base:.3g}{holm}",
             f"**{word}**", where]
 
 
