@@ -101,9 +101,11 @@ def test_an_older_result_without_a_stored_table_is_quoted_from_its_markdown(tmp_
     from errprop.findings import render
 
     (tmp_path / "old.json").write_text(json.dumps({"commit": "abc", "machine": "m", "date": "d"}))
-    (tmp_path / "old.md").write_text("# Old\n\n- command: `x`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (tmp_path / "old.md").write_text("# Old\n\n- command: `x`\n- commit: y\n\n| a | b |\n|---|---|\n"
+                                     "| 1 | 2 |\n\n- a bullet of its text\n")
     body = render("table", "old", tmp_path)
     assert body.startswith("| a | b |") and "| 1 | 2 |" in body and "# Old" not in body
+    assert "- a bullet of its text" in body and "command" not in body  # only the header is dropped
     (tmp_path / "old.md").unlink()
     with pytest.raises(ErrpropError, match="no table"):
         render("table", "old", tmp_path)

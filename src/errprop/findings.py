@@ -107,7 +107,11 @@ def render_table(payload: dict, name: str) -> str:
         if not md.is_file():
             raise ErrpropError(f"docs/results/{name}.json has no table to quote, and {md} does not exist")
         lines = md.read_text().splitlines()
-        body = "\n".join(x for x in lines if not x.startswith(("# ", "- "))).strip()
+        # less its header: the title and the provenance bullets under it (not the bullets of its text)
+        start = 1 if lines and lines[0].startswith("# ") else 0
+        while start < len(lines) and (not lines[start].strip() or lines[start].startswith("- ")):
+            start += 1
+        body = "\n".join(lines[start:]).strip()
     return body + "\n\n" + _source(payload, name)
 
 
