@@ -25,28 +25,46 @@ import torch
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment (the golden ratio in 64 bits)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+def _finalize(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's bijective 64-bit mix of ``x``, in place (uint64 arrays wrap without a warning)."""
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser of ``x + γ``: a bijective 64-bit mix (vectorised; uint64 wraps)."""
-    with np.errstate(over="ignore"):
-        x = x + _GAMMA  # the one copy: every later operation works in place (small batches are
-        x ^= x >> np.uint64(30)  # bound by numpy's per-call cost, not by arithmetic)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-        return x
+    with np.errstate(over="ignore"):  # a 0-d array computes in numpy scalars, which would warn
+        return _finalize(x + _GAMMA)  # the one copy: small batches are bound by numpy's per-call cost
+
+
+def _mix(x: int) -> int:
+    """:func:`_splitmix64` of one Python int (no array round trip: the per-step seed of training)."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def _hash(seed: int, key: tuple[int, ...]) -> int:
+    h = _mix(seed & 0xFFFFFFFFFFFFFFFF)
+    for k in key:
+        h = _mix(h ^ (k & 0xFFFFFFFFFFFFFFFF))
+    return h
 
 
 @lru_cache(maxsize=256)
 def _key_hash(seed: int, key: tuple[int, ...]) -> np.uint64:
     """The hash of ``(seed, *key)`` that names a family of streams (cached: the training loop
     asks for the same few keys every step)."""
-    h = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    for k in key:
-        h = _splitmix64(h ^ np.uint64(k & 0xFFFFFFFFFFFFFFFF))
-    return h[0]
+    return np.uint64(_hash(seed, key))
 
 
 def stream_seeds(seed: int, indices: Sequence[int] | np.ndarray, *key: int) -> np.ndarray:
@@ -54,11 +72,28 @@ def stream_seeds(seed: int, indices: Sequence[int] | np.ndarray, *key: int) -> n
     return _splitmix64(np.asarray(indices, dtype=np.uint64) ^ _key_hash(int(seed), tuple(map(int, key))))
 
 
+def stream_seed(seed: int, index: int, *key: int) -> int:
+    """The seed of the one stream ``(seed, *key, index)``: ``stream_seeds(seed, [index], *key)[0]``
+    as a Python int, computed without arrays (or the cache: a key that changes every call)."""
+    return _mix((int(index) & 0xFFFFFFFFFFFFFFFF) ^ _hash(int(seed), tuple(map(int, key))))
+
+
+@lru_cache(maxsize=64)
+def _offsets(m: int) -> np.ndarray:
+    """(1 … m)·γ: the counter offsets of the next m words (read-only, shared)."""
+    with np.errstate(over="ignore"):
+        off = np.arange(1, m + 1, dtype=np.uint64) * _GAMMA
+    off.flags.writeable = False
+    return off
+
+
 def stream_words(seeds: np.ndarray, counters: np.ndarray, m: int) -> np.ndarray:
     """Words ``counters[i] .. counters[i] + m − 1`` of streams ``seeds``: (len(seeds), m) uint64."""
-    k = counters[:, None] + np.arange(m, dtype=np.uint64)[None]
-    with np.errstate(over="ignore"):
-        return _splitmix64(seeds[:, None] + k * _GAMMA)
+    # word k of stream s is mix(s + (k + 1)·γ) (γ added by the SplitMix finaliser): here as
+    # (s + counter·γ) + (j + 1)·γ, the same sum mod 2⁶⁴ with one (n, m) array and in-place mixing
+    base = counters * _GAMMA
+    base += seeds
+    return _finalize(base[:, None] + _offsets(m)[None])
 
 
 class Noise:
@@ -100,6 +135,8 @@ class Noise:
 
     def _out(self, values: np.ndarray, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         t = torch.from_numpy(values.reshape(len(self.seeds), *shape)).to(dtype)
+        if self.device.type == "cpu":
+            return t
         return t.to(self.device, non_blocking=self.device.type == "cuda")
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -107,17 +144,31 @@ class Noise:
         m = math.prod(shape)
         pairs = (m + 1) // 2
         w = self._words(2 * pairs)
-        scale = 2.0**-53
-        u1 = ((w[:, 0::2] >> np.uint64(11)).astype(np.float64) + 1.0) * scale  # (0, 1]: log is finite
-        u2 = (w[:, 1::2] >> np.uint64(11)).astype(np.float64) * scale
-        r, a = np.sqrt(-2.0 * np.log(u1)), (2.0 * math.pi) * u2
-        z = np.stack([r * np.cos(a), r * np.sin(a)], axis=-1).reshape(len(self.seeds), 2 * pairs)
-        return self._out(z[:, :m], shape, dtype)
+        w >>= _S11
+        u = w.astype(np.float64)
+        u *= 2.0**-53  # exact (a power of two): u1 = u + 2⁻⁵³ ∈ (0, 1] (log is finite), u2 = u
+        u1, a = u[:, 0::2] + 2.0**-53, u[:, 1::2] * (2.0 * math.pi)
+        r = -2.0 * np.log(u1)  # log, cos, sin of whole contiguous arrays (a strided one may round otherwise)
+        np.sqrt(r, out=r)
+        z = np.empty((len(self.seeds), pairs, 2))
+        np.multiply(r, np.cos(a), out=z[..., 0])
+        np.multiply(r, np.sin(a), out=z[..., 1])
+        z = z.reshape(len(self.seeds), 2 * pairs)
+        return self._out(z if m == 2 * pairs else z[:, :m], shape, dtype)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws of shape (batch, *shape): the dtype's mantissa bits of one word each,
         so the value is exact in ``dtype`` and never rounds up to 1."""
         m = math.prod(shape)
-        bits = min(round(-math.log2(torch.finfo(dtype).eps)) + 1, 53)  # float32: 24
-        u = (self._words(m) >> np.uint64(64 - bits)).astype(np.float64) * 2.0**-bits
+        bits = _mantissa_bits(dtype)
+        w = self._words(m)
+        w >>= np.uint64(64 - bits)
+        u = w.astype(np.float64)
+        u *= 2.0**-bits
         return self._out(u, shape, dtype)
+
+
+@lru_cache(maxsize=16)
+def _mantissa_bits(dtype: torch.dtype) -> int:
+    """The significand bits of ``dtype`` a uniform keeps (float32: 24), at most float64's 53."""
+    return min(round(-math.log2(torch.finfo(dtype).eps)) + 1, 53)

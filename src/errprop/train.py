@@ -43,7 +43,7 @@ from .config_diff import changed
 from .errors import ErrpropError
 from .keys import KEY_INIT, KEY_LOSS, KEY_TRAIN_STEP
 from .losses.cumulative import check_batch
-from .noise import Noise, stream_seeds
+from .noise import Noise, stream_seed, stream_seeds
 from .provenance import has_amx
 
 #: The version of the training numerics: bump it with any change that alters what a given config
@@ -129,7 +129,7 @@ class _StopFlag:
 def _seed_torch(seed: int, *key: int) -> None:
     # The CPU generator directly (torch.manual_seed also visits every accelerator backend: ~100×
     # the time, once per training step); CUDA's only where it is in use.
-    s = int(stream_seeds(seed, [0], *key)[0]) & (2**63 - 1)
+    s = stream_seed(seed, 0, *key) & (2**63 - 1)
     torch.default_generator.manual_seed(s)
     if torch.cuda.is_initialized():
         torch.cuda.manual_seed_all(s)
@@ -296,6 +296,9 @@ class _Trainer:
         self.ema = copy.deepcopy(self.net).requires_grad_(False) if ctx.main else None  # rank 0 only
         self._params = list(self.net.parameters())
         self._ema_params = list(self.ema.parameters()) if self.ema is not None else []
+        # buffers (e.g. normalisation statistics) are copied, not averaged; listed once, as walking
+        # the module tree every step costs more than the copies
+        self._ema_buffers = list(zip(self.ema.buffers(), self.net.buffers())) if self.ema is not None else []
         # The fused kernel: one call for all parameters, where PyTorch's CPU default is a Python loop
         # over them; the same update, several times faster for the U-Net
         # (docs/benchmarks.md#b1-training-throughput).
@@ -342,7 +345,7 @@ class _Trainer:
         tc = self.tc
         _seed_torch(tc.seed, KEY_TRAIN_STEP, step)  # dropout and any other global-RNG use
         first = step * tc.batch_size + self.ctx.rank * self.local  # global number of this rank's 1st sample
-        idx = np.arange(first, first + self.local)
+        idx = np.arange(first, first + self.local, dtype=np.uint64)  # the streams' own dtype: no copies
         return self.source.batch(tc.seed, idx).to(self.device), Noise(stream_seeds(tc.seed, idx, KEY_LOSS),
                                                                        self.device)
 
@@ -357,21 +360,24 @@ class _Trainer:
         tc, opt = self.tc, self.opt
         for g in opt.param_groups:
             g["lr"] = _lr(self.cfg, step)
-        self.denoiser.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.loss_fn(self.denoiser, x0, noise)
-        stats = dict(zip(out, self.ctx.all_mean(torch.stack([v.detach().float() for v in out.values()]))))
-        grad_norm = torch.tensor(math.nan)
+        values = [v.detach().float() for v in out.values()]
+        if self.ctx.world > 1:  # one all-reduce for all of them
+            values = self.ctx.all_mean(torch.stack(values)).unbind()
+        stats = dict(zip(out, values))
         opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(stats["loss"]))  # one look at the loss (a sync on a GPU)
-        if finite:
+        # One look at the loss, and one at the gradient norm, every step (a sync on a GPU): a step
+        # is applied, and the EMA, the log and the next checkpoint see it, only if both are finite.
+        loss = stats["loss"].item()
+        grad_norm = None
+        if math.isfinite(loss):
             out["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, tc.grad_clip or math.inf)
-        if finite and bool(torch.isfinite(grad_norm)):
-            opt.step()
-            return stats, grad_norm
-        what = (f"loss is {stats['loss'].item()}" if not torch.isfinite(stats["loss"])
-                else f"gradient norm is {grad_norm.item()}")
+            if math.isfinite(grad_norm.item()):
+                opt.step()
+                return stats, grad_norm
+        what = f"loss is {loss}" if grad_norm is None else f"gradient norm is {grad_norm.item()}"
         if self.skipped >= tc.skip_nonfinite:
             last = checkpoint.list_checkpoints(self.run)
             raise ErrpropError(
@@ -392,7 +398,7 @@ class _Trainer:
         decay = ema_decay(self.tc.ema_decay, step, self.tc.ema_warmup)
         with torch.no_grad():
             torch._foreach_lerp_(self._ema_params, self._params, 1 - decay)  # one call for all
-            for be, b in zip(self.ema.buffers(), self.net.buffers()):
+            for be, b in self._ema_buffers:
                 be.copy_(b)
 
     def commit(self, step: int) -> Path:
@@ -425,6 +431,7 @@ class _Trainer:
         bar = tqdm(total=tc.steps, initial=self.start, disable=not progress, desc=f"train {run.name}",
                    unit="step", dynamic_ncols=True, mininterval=1.0)
         step, t0 = self.start, time.time()
+        self.denoiser.train()  # once: nothing in the loop switches a module to eval mode
         try:
             with _StopFlag(verbose=ctx.main) as stop:
                 while step < tc.steps:

@@ -71,6 +71,8 @@ class GaussianMixture:
                 f"means {(K, d)}, covs {tuple(self.covs.shape)}"
             )
         self._chol = torch.linalg.cholesky(self.covs)
+        self._mean_rows, self._chol_t = list(self.means), list(self._chol.transpose(1, 2))  # for sample
+        self._shared_chol_t = self._chol_t[0] if bool((self._chol == self._chol[0]).all()) else None
         # Σ_k = Q_k diag(λ_k) Q_kᵀ: every noised covariance Σ_k + σ² I shares Q_k, so the closed forms
         # below cost O(n·K·d²) time and O(n·K·d) memory at any σ per sample (no per-sample d×d solves).
         self._lam, self._Q = torch.linalg.eigh((self.covs + self.covs.transpose(1, 2)) / 2)
@@ -124,13 +126,20 @@ class GaussianMixture:
     def sample(self, noise: Noise) -> torch.Tensor:
         """One exact draw per stream of ``noise``: (len(noise), d) float32."""
         u = noise.rand(1, dtype=torch.float64)[:, 0].cpu()
-        k = torch.searchsorted(self._cum_weights, u.contiguous()).clamp(max=len(self.weights) - 1)
+        K = len(self.weights)
+        k = torch.searchsorted(self._cum_weights, u.contiguous()).clamp(max=K - 1)
         z = noise.randn(self.dim, dtype=torch.float64).cpu()
-        # component by component: gathering a d×d factor per sample would hold n·d² numbers
+        if self._shared_chol_t is not None:  # one factor for all components (ring8, grid25)
+            return (self.means[k] + z @ self._shared_chol_t).float().to(noise.device)
+        # component by component (gathering a d×d factor per sample would hold n·d² numbers): the
+        # rows of each component, in their order, as consecutive blocks of one stable sort
+        order = torch.argsort(k, stable=True)
+        counts = torch.bincount(k, minlength=K).tolist()
+        blocks = z[order].split(counts)
+        parts = [self._mean_rows[j] + blocks[j] @ self._chol_t[j] for j in range(K) if counts[j]]
         x = torch.empty_like(z)
-        for j in k.unique().tolist():
-            rows = (k == j).nonzero().squeeze(1)
-            x[rows] = self.means[j] + z[rows] @ self._chol[j].T
+        if parts:  # none for an empty batch
+            x[order] = torch.cat(parts)
         return x.float().to(noise.device)
 
     def sample_n(self, n: int, seed: int = 0) -> torch.Tensor:
