@@ -250,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load_or_train_classifier("digits", None, progress=False)
     units = [(arm, s) for arm in arms for s in range(seeds)]
-    # longest first: the last units to finish are then short ones
-    units.sort(key=lambda u: -training_cost(_config(u[0], u[1], arm_steps(u[0], steps), first)))
+    # Seed by seed (an interrupted run has whole seeds to report with --seeds), longest first
+    # within a seed (the last units to finish are then short ones)
+    units.sort(key=lambda u: (u[1], -training_cost(_config(u[0], u[1], arm_steps(u[0], steps), first))))
     fd: dict = {}
     if a.jobs == 1:  # in this process (what the tests run)
         results = ((u, _unit(*u, steps, first, str(out), n)) for u in units)
