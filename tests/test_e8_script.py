@@ -48,6 +48,9 @@ def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run()
     assert 8 not in {r["budget"] for r in d["compute_matched"]["ep"]}  # 2.7 × 8 > 16: no fair match
     text = e8.notes(d)
     assert "**supported**" in text and "**not decidable**" in text
+    claims = e8.claims_summary(d)  # SA-2 at 8 against the baseline at 16; EP has no fair match
+    assert set(claims["paired_against"]["cm"]) == {"sa2"}
+    assert claims["arms"]["cm"]["fd ddim-10"]["mean"] == pytest.approx(10 / 16, abs=0.01)
     rows = e8.table(d)
     assert rows[-1][3:] == ["–", "–"]  # the arms did not train to 16 steps
 
