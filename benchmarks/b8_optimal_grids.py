@@ -29,7 +29,8 @@ run never overwrites another's: ``b8_optimal_grids`` + ``_<samplers>_<unit><step
 samplers or step counts are not the defaults (ddim,ddpm at 5,10,20) — samplers joined by ``-``,
 steps by ``-``, unit ``nfe`` when every sampler makes one network evaluation per step, else
 ``steps`` — + ``_<data>`` when the mixtures are not the default ring8,random16 (joined by ``_``),
-or ``_fmnist`` for ``--images``. E.g. ``--samplers dpmpp_2m,unipc_2 --steps 10 --data
+or ``_<data>`` for ``--images`` (the runs' data set; ``_fmnist`` for Fashion-MNIST). E.g.
+``--samplers dpmpp_2m,unipc_2 --steps 10 --data
 ring8,random16,grid25`` writes ``b8_optimal_grids_dpmpp_2m-unipc_2_nfe10_ring8_random16_grid25``;
 the defaults write ``b8_optimal_grids``, ``--data ring8`` ``b8_optimal_grids_ring8``.
 """
@@ -183,7 +184,8 @@ def main() -> None:
 
 
 def images(a) -> None:
-    """The Fashion-MNIST half: FD (n = a.n, with its floor) of every grid on each trained run."""
+    """The image half: FD (n = a.n, with its floor) of every grid on each trained run (Fashion-MNIST,
+    digits, … — the runs' own data set, which names the result)."""
     import dataclasses
 
     from errprop.evaluate import evaluate, row
@@ -193,9 +195,13 @@ def images(a) -> None:
         sys.exit(f"[b8] no seed*/ runs in {a.images}")
     ks, samplers = [int(k) for k in a.steps.split(",")], a.samplers.split(",")
     results: dict = {}
+    data = None
     for run_dir in runs:
         seed = int(run_dir.name[4:])
         run = load_run(run_dir, device=a.device)
+        if data not in (None, run.config.data.name):
+            sys.exit(f"[b8] {run_dir} trains on {run.config.data.name}, the runs before it on {data}")
+        data = run.config.data.name
         for sampler in samplers:
             for k in ks:
                 # version 2: version 1 read every grid's score from the first row of evaluate's file
@@ -222,9 +228,9 @@ def images(a) -> None:
                                      seed=1000 + seed, device=a.device, progress=False)
                         res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
                     write_cached(cache, key, res)
-                results.setdefault("fashion-mnist", {}).setdefault(f"{sampler}-{k}", {})[seed] = res
-    name = result_name(a.samplers, a.steps, DEFAULT_DATA) + "_fmnist"
-    write(a, Path(a.images), results, ["fashion-mnist"], samplers, ks, metric_label="FD (classifier "
+                results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
+    name = result_name(a.samplers, a.steps, DEFAULT_DATA) + "_" + {"fashion-mnist": "fmnist"}.get(data, data)
+    write(a, Path(a.images), results, [data], samplers, ks, metric_label="FD (classifier "
           "features)", name=name)
 
 
@@ -300,7 +306,7 @@ def write(a, out: Path, results: dict, names, samplers, ks, metric_label: str | 
     if metric_label:
         floors = [sc["floor"] for r in results[names[0]].values() for by in r.values()
                   for sc in by["scores"].values() if "floor" in sc]
-        lines[0] = "# B8 — error-optimal grids vs hand-made grids (Fashion-MNIST, FD)"
+        lines[0] = f"# B8 — error-optimal grids vs hand-made grids ({names[0]}, FD)"
         lines[4] = (f"Trained runs in `{a.images}` (one per seed); every grid scored by {metric_label} of "
                     f"n = {a.n} samples (sample seed 1000 + seed; floor, data against data at the same n: "
                     f"{min(floors):.3g}–{max(floors):.3g}); the optimised grid is the KLUB DP "
