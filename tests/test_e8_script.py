@@ -68,4 +68,6 @@ def test_quick_run_writes_the_result_and_a_claim_the_table_can_read(tmp_path):
                      "metric": "fd ddim-10", "claimed": "lower", "claim": "c", "test": "t",
                      "endpoint": "e", "declared": "d"}, docs)
     assert row[4].strip("*") in ("supported", "contradicted", "not decidable")
-    assert "not only the objective" not in row[1]  # SA-2 differs from the baseline in its loss only
+    # SA-2 differs from the baseline in its loss, and its t-sampling is flagged (SA's code draws t
+    # antithetically); nothing of the training budget or model differs
+    assert "loss.t_sampling" in row[1] and "train." not in row[1] and "model." not in row[1]
