@@ -231,6 +231,8 @@ def plot(d: dict, path: Path) -> Path:
             ax.errorbar(bud, m, yerr=s, marker="o", capsize=3, label=d["labels"][a])
         ax.axhline(d["floor"]["mean"], color="k", ls=":", label="floor (train vs test images)")
         ax.set(xscale="log", yscale="log", xlabel="training steps", title=f"FD at {st}")
+        ax.set_xticks(d["budgets"], [str(b) for b in d["budgets"]])
+        ax.minorticks_off()  # log-axis minor labels (3×10², …) overprint the budgets
     axes[0].set_ylabel("FD (digits classifier features)")
     axes[1].legend(fontsize=8)
     return save_figure(fig, path)

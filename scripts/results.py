@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         text = doc.read_text()
         try:
-            new = regenerate(text, results)
+            new = regenerate(text, results, doc.parent)
         except ErrpropError as e:
             print(f"results: {doc.relative_to(args.root)}: {e}", file=sys.stderr)
             return 2

@@ -45,6 +45,19 @@ def test_blocks_are_rebuilt_from_the_result_file(tmp_path):
     assert regenerate(new, root / "docs" / "results") == new  # a fixed point
 
 
+def test_links_to_result_files_follow_the_quoting_document(tmp_path):
+    results = tmp_path / "docs" / "results"
+    write_result(results, "bx", "BX", "python bx.py", {"x": 1}, [["case", "ratio"], ["a", "0.91"]],
+                 "![BX](bx.png) and [elsewhere](missing.png) and [web](https://x.org/a.png)")
+    (results / "bx.png").write_bytes(b"png")
+    text = "<!-- generated: table bx -->\n<!-- end generated -->\n"
+    assert "![BX](bx.png)" in regenerate(text, results)  # read from results/ itself
+    new = regenerate(text, results, tmp_path / "docs")
+    assert "![BX](results/bx.png)" in new
+    assert "[elsewhere](missing.png)" in new and "(https://x.org/a.png)" in new  # left as written
+    assert "![BX](docs/results/bx.png)" in regenerate(text, results, tmp_path)
+
+
 def test_check_fails_on_an_edited_number(tmp_path):
     root = _repo(tmp_path)
     run = lambda *a: subprocess.run([sys.executable, str(SCRIPT), "--root", str(root), *a],  # noqa: E731

@@ -18,6 +18,7 @@ entirely on the claimed side → *supported*; entirely on the other side → *co
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -201,10 +202,28 @@ def render(kind: str, arg: str | None, results: Path) -> str:
     return RENDERERS[kind](payload, arg).rstrip("\n") + "\n"
 
 
-def regenerate(text: str, results: Path) -> str:
-    """``text`` with every generated block's body rebuilt from ``results``."""
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("kind"), m.group("arg"), results)
-                     + m.group(5), text)
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s:#]+)(\))")
+
+
+def relink(body: str, results: Path, where: Path) -> str:
+    """``body`` (written for ``results``) with its relative links to files in ``results`` made
+    relative to the folder ``where`` of the document that quotes it: a result's Markdown shows
+    ``![E4](e4_budget_ring8.png)``, which docs/findings.md must show as ``results/…``."""
+    def fix(m: re.Match) -> str:
+        target = results / m.group(2)
+        if not target.exists():
+            return m.group(0)
+        return m.group(1) + os.path.relpath(target, where).replace(os.sep, "/") + m.group(3)
+    return LINK.sub(fix, body)
+
+
+def regenerate(text: str, results: Path, where: Path | None = None) -> str:
+    """``text`` with every generated block's body rebuilt from ``results``; links to result files
+    are made relative to ``where``, the quoting document's folder (default: ``results`` itself)."""
+    def body(m: re.Match) -> str:
+        out = render(m.group("kind"), m.group("arg"), results)
+        return m.group(1) + (relink(out, results, where) if where is not None else out) + m.group(5)
+    return BLOCK.sub(body, text)
 
 
 def blocks(text: str) -> list[tuple[str, str | None]]:
