@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -282,6 +283,12 @@ def test_grid_optimize_on_a_loaded_model(tmp_path, capsys):
                  "--n", "40", "--candidates", "12", "--out", str(out), "--device", "cpu"]) == 0
     sigmas = json.loads(out.read_text())["sigmas"]
     assert len(sigmas) == 4 and sigmas == sorted(sigmas, reverse=True)
+    # the path KL given x0 needs no density either (DDIM η = 0: DDPM's step, transferred)
+    assert main(["grid", "optimize", model, "--data", "digits", "--objective", "path_kl", "--steps", "4",
+                 "--n", "40", "--candidates", "12", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["form"].startswith("given x0") and res["step"].startswith("ddpm (transferred")
+    assert len(res["sigmas"]) == 4 and res["start"] == "σ_max" and math.isfinite(res["value"])
     assert main(["grid", "optimize", model, "--data", "digits", "--objective", "modular", "--steps", "4",
                  "--out", str(out)]) == 2
     assert "needs a Gaussian-mixture run" in capsys.readouterr().err

@@ -127,6 +127,33 @@ def test_path_kl_bridge_draws_are_the_forward_pairs():
     assert ref > 10 * ref_se  # the comparison is not between two zeros
 
 
+def test_path_kl_given_x0_vanishes_for_a_single_data_point():
+    """Data of one image: the exact denoiser returns it, and DDPM's step is then q(x̂'|x̂, x0) itself."""
+    x0 = torch.randn(1, 1, 4, 4, dtype=torch.float64).expand(50, 1, 4, 4).clone()
+    ddpm = {"variance": "small", "process": VPProcess()}
+    levels = _levels(2.0, 1.0, 0.3, 0.05)
+    cost, _ = path_kl_estimates(lambda x, s: x0[:1].expand_as(x).to(x.dtype), x0, levels, "ddpm", ddpm, n=50)
+    finite = cost[torch.isfinite(cost)]
+    assert len(finite) == 6 and finite.abs().max() < 1e-9
+
+
+def test_path_kl_given_x0_exceeds_the_marginal_by_the_same_amount_on_every_grid():
+    """Conditioning on x0 adds I(x0; x̂_σmin) − I(x0; x̂_σmax) to a path's sum (module docstring):
+    grids from the same first to the same last level keep their order, so the DP on images (given
+    x0) picks the grid the exact marginal form would. Tolerance: Monte Carlo at n = 3000, fixed seed."""
+    mix = GaussianMixture.ring8()
+    ddpm = {"variance": "small", "process": VPProcess()}
+    levels = _levels(2.0, 1.0, 0.5, 0.25, 0.1, 0.05)
+    given, _ = path_kl_estimates(mix, mix, levels, "ddpm", ddpm, n=3000, given_x0=True)
+    marginal, _ = path_kl_estimates(mix, mix, levels, "ddpm", ddpm, n=3000)
+    paths = ([0, 1, 2, 3, 4, 5], [0, 2, 5], [0, 3, 5], [0, 1, 4, 5], [0, 5])
+    total = lambda cost, p: sum(float(cost[a, b]) for a, b in zip(p, p[1:]))  # noqa: E731
+    excess = [total(given, p) - total(marginal, p) for p in paths]
+    sums = [total(marginal, p) for p in paths]
+    assert min(excess) > 1 and max(excess) - min(excess) < 0.2, excess  # I(x0; x̂_0.05) − I(x0; x̂_2) > 0
+    assert max(sums) - min(sums) > 100  # the grids differ by far more than that
+
+
 def _exact_ddpm_final_kl(mix, process, levels, ddpm) -> float:
     """KL(q_σk ‖ p_σk) at a grid's last level for 1-D Gaussian data and its exact denoiser: each DDPM
     step is then affine-Gaussian, so p_σ stays Gaussian from the prior on (mean, variance pushed
@@ -259,7 +286,8 @@ def test_cli_grid_optimize_with_a_deterministic_sampler_needs_no_objective(tmp_p
 
 def test_path_kl_optimizes_every_sampler_on_a_mixture_and_says_which_step_it_scored(tmp_path):
     """A Gaussian step is scored with its own density; a deterministic solver (no density) with
-    DDPM's step on the same levels, and the result says so. Images have no exact q: an error."""
+    DDPM's step on the same levels, and the result says so. On images it is the form given x0
+    (tests/test_diffusers_io.py); the direct descent needs the exact density: an error there."""
     run = _mixture_run(tmp_path)
     own = optimize(run, "ddpm", 5, "path_kl", n=60, m=10)
     assert own["step"] == "ddpm" and own["start"].startswith("free (KL(q_σ")
@@ -273,8 +301,8 @@ def test_path_kl_optimizes_every_sampler_on_a_mixture_and_says_which_step_it_sco
     assert eta["step"] == "ddim" and eta["value"] != own["value"]
     cfg = config.load(overrides=["data.name=digits"])
     images = Run(tmp_path, cfg, build_process(cfg), GaussianMixture.ring8(), 1, (1, 8, 8))
-    with pytest.raises(ErrpropError, match="path_kl needs a Gaussian-mixture run"):
-        optimize(images, "ddpm", 5, "path_kl", n=20, m=8)
+    with pytest.raises(ErrpropError, match="xent needs a Gaussian-mixture run"):
+        optimize(images, "ddpm", 5, "xent", n=20, m=8)
 
 
 def test_cli_objectives_are_the_library_s(capsys):

@@ -23,9 +23,10 @@ Anchors, and what is taken from each:
   of the samples at the grid's last positive level (σ_min here, where the final step to 0 that
   every grid of the family shares starts). Ho et al. condition each term (the prior's too) on x0;
   their sum exceeds this one by the mutual information I(x0; x̂_σk) (the excess of the
-  conditioning telescopes along the chain), the same for every grid that ends at σ_k, so both have
-  the same optimum (the conditioned terms are closed-form Gaussian KLs given x0 and x̂ and need no
-  density of q; they are not used here). Here the marginal terms are exact on a mixture: objective
+  conditioning telescopes along the chain, less I(x0; x̂_σ0) at the start), the same for every grid
+  from σ_0 to σ_k, so both have the same optimum. The conditioned terms are closed-form Gaussian KLs
+  given x0 and x̂ and need no density of q: ``path_kl`` uses them on images, where every grid starts
+  at σ_max. On a mixture the marginal terms are exact: objective
   ``path_kl``, per step ``E_{(x̂, x̂')~q} [log q(x̂'|x̂) − log p_θ(x̂'|x̂)]`` with the exact reverse
   step of the mixture
   (:func:`~errprop.diagnostics.modular.reverse_transition_log_prob`) and the Gaussian step's own
@@ -185,9 +186,10 @@ def modular_costs(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step
 
 
 @torch.no_grad()
-def path_kl_estimates(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step: str | Callable = "ddpm",
-                      options: dict | None = None, n: int = 500, seed: int = 0,
-                      device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def path_kl_estimates(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Tensor,
+                      step: str | Callable = "ddpm", options: dict | None = None, n: int = 500, seed: int = 0,
+                      device: str | torch.device = "cpu",
+                      given_x0: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, M) per-step path KL ``E_{x̂~q_σi} KL(q(x̂'|x̂) ‖ p_θ(x̂'|x̂))`` (nats) of one Gaussian step
     from ``levels[i]`` to ``levels[j]``, j > i, and its standard errors (module docstring).
 
@@ -197,13 +199,21 @@ def path_kl_estimates(denoiser, mixture: GaussianMixture, levels: torch.Tensor, 
     from the step itself (:func:`~errprop.diagnostics.modular.step_moments`), so the network runs
     once per level i: n · (M − 1) evaluations, as :func:`modular_costs`. The estimate is
     :func:`~errprop.diagnostics.modular.kl_estimate` with q as the sampling distribution (its
-    control variate p_θ/q − 1 has mean 0 under q)."""
-    m, d = len(levels), mixture.dim
+    control variate p_θ/q − 1 has mean 0 under q).
+
+    With ``given_x0`` (the default for a data tensor, where q has no density) each term is Ho et
+    al.'s, conditioned on x0: the closed-form KL of the Gaussians q(x̂'|x̂, x0) = N(x0 + c(x̂ − x0),
+    σ_j²(1 − c) I), c = σ_j²/σ_i², and p_θ(x̂'|x̂), averaged over (x0, x̂). A path's sum then exceeds
+    the marginal one by I(x0; x̂ at its last level) − I(x0; x̂ at its first) (module docstring): the
+    same for every grid from σ_max to σ_min, so the DP picks the same grid, now on images."""
+    m = len(levels)
+    given_x0 = not isinstance(data, GaussianMixture) if given_x0 is None else given_x0
     dtype = default_dtype(denoiser)
     f64 = torch.float64
-    x0 = draw_data(mixture, n, seed, KEY_DATA, f64, device)
-    eps = Noise.from_seed(seed, n, key=(KEY_DATA_NOISE,), device=device).randn(d, dtype=f64)
-    z = Noise.from_seed(seed, n, key=(KEY_BRIDGE,), device=device).randn(d, dtype=f64)
+    x0 = draw_data(data, n, seed, KEY_DATA, f64, device)
+    shape, d = x0.shape[1:], x0[0].numel()
+    eps = Noise.from_seed(seed, n, key=(KEY_DATA_NOISE,), device=device).randn(*shape, dtype=f64)
+    z = Noise.from_seed(seed, n, key=(KEY_BRIDGE,), device=device).randn(*shape, dtype=f64)
     cost = torch.full((m, m), math.inf, dtype=f64)
     stderr = torch.full((m, m), math.nan, dtype=f64)
     memo = _Memo(denoiser)
@@ -214,20 +224,28 @@ def path_kl_estimates(denoiser, mixture: GaussianMixture, levels: torch.Tensor, 
         for j in range(i + 1, m):
             s_next = float(levels[j])
             c = s_next**2 / s**2
-            x_next = x0 + c * (x - x0) + s_next * math.sqrt(1 - c) * z
+            mean_q, var_q = x0 + c * (x - x0), s_next**2 * (1 - c)
             mean, std = step_moments(step, memo, x_model, s, s_next, **(options or {}))
             mean, std = mean.to(f64), std.to(f64)
+            if given_x0:
+                var = std**2
+                kl = 0.5 * ((var_q + (mean_q - mean) ** 2) / var - 1 + var.log() - math.log(var_q))
+                kl = kl.reshape(n, -1).sum(1)
+                cost[i, j] = kl.mean()
+                stderr[i, j] = kl.std() / math.sqrt(n) if n > 1 else math.nan
+                continue
+            x_next = mean_q + math.sqrt(var_q) * z
             log_p = (-0.5 * ((x_next - mean) / std) ** 2 - std.log()).sum(1) - 0.5 * d * math.log(2 * math.pi)
-            log_q = reverse_transition_log_prob(mixture, x, s, s_next, x_next)
+            log_q = reverse_transition_log_prob(data, x, s, s_next, x_next)
             cost[i, j], stderr[i, j] = kl_estimate(log_q, log_p)
     return cost, stderr
 
 
-def path_kl_costs(denoiser, mixture: GaussianMixture, levels: torch.Tensor, step: str | Callable = "ddpm",
-                  options: dict | None = None, n: int = 500, seed: int = 0,
+def path_kl_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Tensor,
+                  step: str | Callable = "ddpm", options: dict | None = None, n: int = 500, seed: int = 0,
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """(M, M) per-step path KL of :func:`path_kl_estimates`, without the standard errors."""
-    return path_kl_estimates(denoiser, mixture, levels, step, options, n=n, seed=seed, device=device)[0]
+    return path_kl_estimates(denoiser, data, levels, step, options, n=n, seed=seed, device=device)[0]
 
 
 @torch.no_grad()
@@ -373,10 +391,11 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     gaussian = is_gaussian(sampler, opts)
     if objective is None:
         objective = default_objective(gaussian, mixture is not None)
-    if objective in ("modular", "path_kl", "xent") or oracle:
+    if objective in ("modular", "xent") or oracle:
         if mixture is None:
             raise ErrpropError(f"grid optimize: {'--oracle' if oracle else f'objective {objective}'} needs a "
-                               "Gaussian-mixture run (exact density); on images use --objective klub")
+                               "Gaussian-mixture run (exact density); on images use --objective klub "
+                               "or path_kl")
     if objective == "modular" and not gaussian:
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub, path_kl (DDPM's "
@@ -400,7 +419,9 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
             why = ("deterministic" if not is_stochastic(sampler, opts)
                    else "stochastic but not Gaussian given x̂ alone")
             extra["step"] = f"ddpm (transferred: sampler is {why})"
-        cost = path_kl_costs(run.denoiser, mixture, levels, step, step_opts, n=n, seed=seed, device=device)
+        if mixture is None:
+            extra["form"] = "given x0 (Ho et al.; same optimum from σ_max)"
+        cost = path_kl_costs(run.denoiser, data, levels, step, step_opts, n=n, seed=seed, device=device)
         evals = n * (len(levels) - 1)
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
