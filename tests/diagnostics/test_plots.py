@@ -4,6 +4,7 @@ import pytest
 
 from errprop.diagnostics.plots import choose_yscale, plot_steps
 from errprop.errors import ErrpropError
+from errprop.plots import plt
 
 
 def test_choose_yscale():
@@ -21,7 +22,9 @@ def test_plot_steps_writes_a_png(tmp_path):
     }
     path = plot_steps(curves, tmp_path / "e.png", ylabel="KL", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    open_before = plt.get_fignums()
     with pytest.raises(ErrpropError, match="2 x values"):
         plot_steps({"bad": {"x": [0, 1], "y": [1.0]}}, tmp_path / "b.png")
+    assert plt.get_fignums() == open_before  # the error leaves no figure open
     with pytest.raises(ErrpropError, match="no curves"):
         plot_steps({}, tmp_path / "c.png")

@@ -53,14 +53,18 @@ def plot_steps(
     if not curves:
         raise ErrpropError("plot_steps: no curves to plot")
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    every = []
-    for label, c in curves.items():
+    xy = {}
+    for label, c in curves.items():  # checked before the figure exists: an error leaks no figure
         x = np.asarray([np.nan if v is None else v for v in c["x"]], dtype=float)
         y = np.asarray([np.nan if v is None else v for v in c["y"]], dtype=float)
         if x.shape != y.shape:
             raise ErrpropError(
                 f"plot_steps: curve {label!r} has {len(x)} x values and {len(y)} y values")
+        xy[label] = x, y
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    every = []
+    for label, c in curves.items():
+        x, y = xy[label]
         every.extend(y.tolist())
         line = ax.plot(x, y, c.get("style", "-"), marker="o" if len(x) <= 30 else None, ms=3,
                        label=label, color=c.get("color"))[0]
