@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     from errprop.data.empirical import EmpiricalDenoiser
     from errprop.data.images import load_images
+    from errprop.files import atomic_write_text
     from errprop.provenance import provenance
 
     train = load_images("fashion-mnist", "train").x
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "b11_ideal_denoiser" + ("_quick" if a.quick else "")
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     flops = 2 * a.batch * len(train) * den.dim
     lines = [f"# {payload['title']}", "",
              f"Command: `{command}`  ",
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         sig = "" if r["sigma"] is None else f"{r['sigma']:g}"
         lines.append(f"| {r['what']} | {sig} | {r['seconds']:.3f} | "
                      f"{1000 * r['seconds'] / a.batch:.2f} | {ess} |")
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     print(out / f"{stem}.md")
     return 0
 

@@ -28,6 +28,7 @@ import torch
 
 from errprop.demo import default_jobs
 from errprop.errors import ErrpropError
+from errprop.files import atomic_write_text
 from errprop.provenance import provenance
 from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes
 from errprop.study_report import write_report
@@ -67,7 +68,8 @@ def main() -> None:
         for f in [*out.glob("*.png"), report, out / "study.json"]:  # the HTML repeats the PNGs
             shutil.copy2(f, docs / f.name)
         # study.json is the same for every run of a study; where and when this one ran lives apart
-        (docs / "provenance.json").write_text(json.dumps({"command": command, **provenance()}, indent=1))
+        atomic_write_text(docs / "provenance.json",
+                          json.dumps({"command": command, **provenance()}, indent=1))
         print(f"copied to {docs}")
     print(report)
 

@@ -35,7 +35,7 @@ from errprop import config as config_mod
 from errprop.builders import build_process, load_data, load_run
 from errprop.diagnostics.budget import compare_schedules
 from errprop.evaluate import evaluate, row
-from errprop.files import read_cached, write_cached
+from errprop.files import atomic_write_text, read_cached, write_cached
 from errprop.provenance import provenance
 from errprop.stats import paired, summary
 from errprop.train import train_to_end
@@ -117,8 +117,8 @@ def images(a) -> None:
           "|---|---|---|---|---|---|", *rows]
     docs = Path(a.docs) if not a.quick else out
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / f"e3_{IMAGES}.md").write_text("\n".join(md) + "\n")
-    (docs / f"e3_{IMAGES}.json").write_text(json.dumps({"command": command, **prov, "verdict": verdict,
+    atomic_write_text(docs / f"e3_{IMAGES}.md", "\n".join(md) + "\n")
+    atomic_write_text(docs / f"e3_{IMAGES}.json", json.dumps({"command": command, **prov, "verdict": verdict,
                                                         "floor": floor, "table": table}, indent=1))
     print("\n".join(md))
 
@@ -220,8 +220,8 @@ def main() -> None:
     docs = Path(a.docs) if not a.quick else out
     docs.mkdir(parents=True, exist_ok=True)
     name = f"e3_{a.data}"
-    (docs / f"{name}.md").write_text("\n".join(md) + "\n")
-    (docs / f"{name}.json").write_text(json.dumps({"command": command, **prov, "verdict": verdict,
+    atomic_write_text(docs / f"{name}.md", "\n".join(md) + "\n")
+    atomic_write_text(docs / f"{name}.json", json.dumps({"command": command, **prov, "verdict": verdict,
                                                    "table": table}, indent=1))
     print("\n".join(md))
 

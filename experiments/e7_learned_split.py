@@ -32,7 +32,7 @@ import torch
 from errprop.builders import grid_options, load_data, load_run, sample_clip
 from errprop.data.empirical import EmpiricalDenoiser
 from errprop.diagnostics.learned import learned_split, memorisation, memorisation_grid
-from errprop.files import to_jsonable
+from errprop.files import atomic_write_text, to_jsonable
 from errprop.grids import make_grid
 from errprop.provenance import provenance
 from errprop.samplers import step_options
@@ -133,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = Path(a.docs)
     docs.mkdir(parents=True, exist_ok=True)
     name = f"e7_learned_split_{a.label}" + ("_quick" if a.quick else "")
-    (docs / f"{name}.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(docs / f"{name}.md", "\n".join(md) + "\n")
     payload = {"command": command, **prov, "run": a.run, "train_step": run.step, "n": n,
                "note": a.note, "steps": {str(k): r for k, r in per_steps.items()},
                "memorisation": mem}
-    (docs / f"{name}.json").write_text(json.dumps(to_jsonable(payload), indent=1) + "\n")
+    atomic_write_text(docs / f"{name}.json", json.dumps(to_jsonable(payload), indent=1) + "\n")
     print(docs / f"{name}.md")
     return 0
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from errprop.errors import ErrpropError
+from errprop.files import atomic_write_text
 from errprop.findings import regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 text.splitlines(True), new.splitlines(True), f"{doc.name} (committed)",
                 f"{doc.name} (from the result files)"))
         else:
-            doc.write_text(new)
+            atomic_write_text(doc, new)
             print(f"results: regenerated {doc.relative_to(args.root)}")
     if args.check and stale:
         print(f"results: {len(stale)} file(s) differ from their result files: "
