@@ -69,14 +69,24 @@ VERSION = 3
 METRIC = "trimmed"  # the 1 %-trimmed excess cross-entropy: the mean is ruled by a few far samples
 
 
-def objectives(gaussian: bool, exact: bool = True) -> list[str]:
+def objectives(gaussian: bool, stochastic: bool, exact: bool = True) -> list[str]:
     """The optimisers scored for a sampler: ``modular`` for a Gaussian step only (it is that step's
     KL), ``path_kl`` for every sampler (DDPM's step, transferred, where the sampler has no Gaussian
-    step), ``klub``, ``xent``; without an exact density (images) only those that need none: ``path_kl``
-    in its form given x0 (the same optimum from σ_max) and ``klub``."""
-    if not exact:
-        return ["path_kl", "klub"]
-    return (["modular"] if gaussian else []) + ["path_kl", "klub", "xent"]
+    step), ``klub``, ``local`` (the ODE's local error) for a deterministic sampler, ``xent``; without
+    an exact density (images) only those that need none: ``path_kl`` in its form given x0 (the same
+    optimum from σ_max), ``klub`` and ``local``."""
+    out = (["modular"] if gaussian and exact else []) + ["path_kl", "klub"]
+    return out + ([] if stochastic else ["local"]) + (["xent"] if exact else [])
+
+
+def shared_key(obj: str, sampler: str, steps: int, gaussian: bool, stochastic: bool) -> tuple | None:
+    """Samplers whose optimisation is the same computation share it: the transferred path KL
+    (DDPM's step) per kind of sampler, and the local error (DDIM's step) for every deterministic one."""
+    if obj == "path_kl" and not gaussian:
+        return steps, "transferred", stochastic
+    if obj == "local":
+        return steps, "local"
+    return None
 
 
 def step_kind(run, sampler: str, steps: int) -> tuple[bool, bool]:
@@ -96,24 +106,31 @@ def result_name(samplers: str, steps: str, data: str) -> str:
     return name + ("" if data == DEFAULT_DATA else "_" + data.replace(",", "_"))
 
 
-def measure(run, mix, sampler: str, steps: int, a, seed: int, shared: dict) -> dict:
+def measure(run, mix, sampler: str, steps: int, a, seed: int, shared: dict, have: dict | None = None,
+            label: str = "") -> dict:
     """Every grid of one setting, scored on sample seed 1000 + seed (unseen by the optimisation).
 
-    ``shared`` holds this run's transferred ``path_kl`` optimisations (DDPM's step scored for a
-    sampler without a Gaussian one): samplers of the same kind get the same grid, optimised once."""
+    ``shared`` holds this run's optimisations that several samplers share (:func:`shared_key`).
+    ``have``: this setting's cached result; only the grids it lacks (an objective added since) are
+    optimised and scored, and merged into it."""
+    have = have or {"scores": {}, "cost": {}, "grids": {}}
     grids, cost = {}, {}
     for name, (grid, opts) in HAND.items():
-        grids[name] = make_grid(grid, run.process, steps, **opts)
+        if name not in have["scores"]:
+            grids[name] = make_grid(grid, run.process, steps, **opts)
     gaussian, stochastic = step_kind(run, sampler, steps)
-    for obj in objectives(gaussian):
+    todo = [obj for obj in objectives(gaussian, stochastic) if f"opt-{obj}" not in have["scores"]]
+    if grids or todo:
+        print(f"[b8] {label}: {', '.join([*grids, *(f'opt-{o}' for o in todo)])}", flush=True)
+    for obj in todo:
         t0 = time.perf_counter()
-        key = (steps, sampler) if gaussian else (steps, "transferred", stochastic)
-        if obj == "path_kl" and key in shared:
+        key = shared_key(obj, sampler, steps, gaussian, stochastic)
+        if key is not None and key in shared:
             res, seconds = shared[key]
         else:
             res = optimize(run, sampler, steps, obj, n=a.n_opt, seed=seed, m=a.candidates)
             seconds = round(time.perf_counter() - t0, 1)
-            if obj == "path_kl":
+            if key is not None:
                 shared[key] = res, seconds
         grids[f"opt-{obj}"] = torch.tensor([*res["sigmas"], 0.0], dtype=torch.float64)
         cost[f"opt-{obj}"] = {"network_evaluations": res["network_evaluations"],
@@ -122,7 +139,8 @@ def measure(run, mix, sampler: str, steps: int, a, seed: int, shared: dict) -> d
     opts = sampler_settings(run.config)  # any registered sampler (dpmpp_2m, unipc_2: NFE = steps)
     scores = {name: final_xent(run.denoiser, run.process, mix, g, sampler, a.n, 1000 + seed, opts)
               for name, g in grids.items()}
-    return {"scores": scores, "cost": cost, "grids": {k: g.tolist() for k, g in grids.items()}}
+    return {"scores": {**have["scores"], **scores}, "cost": {**have["cost"], **cost},
+            "grids": {**have["grids"], **{k: g.tolist() for k, g in grids.items()}}}
 
 
 def main() -> None:
@@ -177,9 +195,11 @@ def main() -> None:
                     res = read_cached(cache, key)
                     if res is None and a.report:
                         continue
-                    if res is None:
-                        print(f"[b8] {data} seed {seed} {sampler}-{k}", flush=True)
-                        res = write_cached(cache, key, measure(run, mix, sampler, k, a, seed, shared))
+                    if not a.report:  # computes only what the cache lacks (nothing, usually)
+                        new = measure(run, mix, sampler, k, a, seed, shared, res,
+                                      label=f"{data} seed {seed} {sampler}-{k}")
+                        if new != res:
+                            res = write_cached(cache, key, new)
                     results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
     write(a, out, results, names, samplers, ks, name=result_name(a.samplers, a.steps, a.data))
 
@@ -196,7 +216,7 @@ def images(a) -> None:
         sys.exit(f"[b8] no seed*/ runs in {a.images}")
     ks, samplers = [int(k) for k in a.steps.split(",")], a.samplers.split(",")
     results: dict = {}
-    transferred: dict = {}
+    shared: dict = {}  # optimisations several samplers share (shared_key), per run
     data = None
     for run_dir in runs:
         seed = int(run_dir.name[4:])
@@ -207,38 +227,39 @@ def images(a) -> None:
         for sampler in samplers:
             for k in ks:
                 # version 2: version 1 read every grid's score from the first row of evaluate's file
-                # (ddim-5's, once other settings had been merged in), not from this setting's row;
-                # version 3: the path KL given x0 beside KLUB.
+                # (ddim-5's, once other settings had been merged in), not from this setting's row.
+                # Objectives added since (the path KL given x0, the local error) are merged in.
                 key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k,
-                       "version": 3}
+                       "version": 2}
                 cache = run_dir / f"b8_fd_{sampler}{k}.json"
-                res = read_cached(cache, key)
-                if res is None:
-                    print(f"[b8] {run_dir} {sampler}-{k}", flush=True)
-                    grids = {name: dataclasses.replace(run.config.sample, grid=g, **opts)
-                             for name, (g, opts) in HAND.items()}
-                    res = {"scores": {}, "cost": {}}
-                    gaussian, stochastic = step_kind(run, sampler, k)
-                    for obj in objectives(gaussian, exact=False):
-                        # the transferred path KL scores DDPM's step: one optimisation per kind
-                        tkey = (str(run_dir), k, stochastic)
-                        if obj == "path_kl" and not gaussian and tkey in transferred:
-                            opt = transferred[tkey]
-                        else:
-                            opt = optimize(run, sampler, k, obj, n=a.n_opt, seed=seed, m=a.candidates,
-                                           device=a.device)
-                        if obj == "path_kl" and not gaussian:
-                            transferred[tkey] = opt
-                        grids[f"opt-{obj}"] = dataclasses.replace(run.config.sample, grid="list",
-                                                                  sigmas=opt["sigmas"])
-                        res["cost"][f"opt-{obj}"] = {"network_evaluations": opt["network_evaluations"],
-                                                     "sampling_runs": opt["sampling_runs"]}
-                    for name, sc in grids.items():
-                        cfg = dataclasses.replace(run.config, sample=sc)
-                        r = evaluate(dataclasses.replace(run, config=cfg), [k], [sampler], "fd", n=a.n,
-                                     seed=1000 + seed, device=a.device, progress=False)
-                        res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
-                    write_cached(cache, key, res)
+                res = read_cached(cache, key) or {"scores": {}, "cost": {}}
+                grids = {name: dataclasses.replace(run.config.sample, grid=g, **opts)
+                         for name, (g, opts) in HAND.items() if name not in res["scores"]}
+                gaussian, stochastic = step_kind(run, sampler, k)
+                for obj in objectives(gaussian, stochastic, exact=False):
+                    if f"opt-{obj}" in res["scores"]:
+                        continue
+                    skey = shared_key(obj, sampler, k, gaussian, stochastic)
+                    if skey is not None and (run_dir, skey) in shared:
+                        opt = shared[run_dir, skey]
+                    else:
+                        print(f"[b8] {run_dir} {sampler}-{k}: optimising {obj}", flush=True)
+                        opt = optimize(run, sampler, k, obj, n=a.n_opt, seed=seed, m=a.candidates,
+                                       device=a.device)
+                        if skey is not None:
+                            shared[run_dir, skey] = opt
+                    grids[f"opt-{obj}"] = dataclasses.replace(run.config.sample, grid="list",
+                                                              sigmas=opt["sigmas"])
+                    res["cost"][f"opt-{obj}"] = {"network_evaluations": opt["network_evaluations"],
+                                                 "sampling_runs": opt["sampling_runs"],
+                                                 **({"step": opt["step"]} if "step" in opt else {})}
+                for name, sc in grids.items():
+                    print(f"[b8] {run_dir} {sampler}-{k}: FD of {name}", flush=True)
+                    cfg = dataclasses.replace(run.config, sample=sc)
+                    r = evaluate(dataclasses.replace(run, config=cfg), [k], [sampler], "fd", n=a.n,
+                                 seed=1000 + seed, device=a.device, progress=False)
+                    res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
+                    write_cached(cache, key, res)  # after every grid: an interruption loses one FD
                 results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
     name = result_name(a.samplers, a.steps, DEFAULT_DATA) + "_" + {"fashion-mnist": "fmnist"}.get(data, data)
     write(a, Path(a.images), results, [data], samplers, ks, metric_label="FD (classifier "

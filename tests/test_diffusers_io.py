@@ -289,6 +289,11 @@ def test_grid_optimize_on_a_loaded_model(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["form"].startswith("given x0") and res["step"].startswith("ddpm (transferred")
     assert len(res["sigmas"]) == 4 and res["start"] == "σ_max" and math.isfinite(res["value"])
+    assert main(["grid", "optimize", model, "--data", "digits", "--objective", "local", "--steps", "4",
+                 "--n", "40", "--candidates", "12", "--out", str(out), "--device", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["step"] == "ddim" and res["start"].startswith("free") and len(res["sigmas"]) == 4
+    assert math.isfinite(res["value"])
     assert main(["grid", "optimize", model, "--data", "digits", "--objective", "modular", "--steps", "4",
                  "--out", str(out)]) == 2
     assert "needs a Gaussian-mixture run" in capsys.readouterr().err

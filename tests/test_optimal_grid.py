@@ -17,6 +17,7 @@ from errprop.cli import main
 from errprop.data.gmm import GaussianMixture
 from errprop.diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
 from errprop.errors import ErrpropError
+from errprop.keys import KEY_START
 from errprop.noise import Noise
 from errprop.optimal_grid import (
     OBJECTIVES,
@@ -26,6 +27,7 @@ from errprop.optimal_grid import (
     dp_grid,
     hand_made,
     klub_costs,
+    local_costs,
     modular_costs,
     optimize,
     path_cost,
@@ -51,7 +53,7 @@ def test_shortest_path_is_the_brute_force_optimum():
         assert value == pytest.approx(float(ref), rel=1e-12)
 
 
-@pytest.mark.parametrize("objective", ["modular", "path_kl", "klub"])
+@pytest.mark.parametrize("objective", ["modular", "path_kl", "klub", "local"])
 @pytest.mark.parametrize("n_steps", [5, 10])
 def test_dp_grid_beats_every_hand_made_grid_on_its_objective(objective, n_steps):
     mix, process = GaussianMixture.ring8(), VPProcess()
@@ -62,6 +64,8 @@ def test_dp_grid_beats_every_hand_made_grid_on_its_objective(objective, n_steps)
         cost = modular_costs(mix, mix, levels, "ddpm", ddpm, n=200)
     elif objective == "path_kl":
         cost = path_kl_costs(mix, mix, levels, "ddpm", ddpm, n=200)
+    elif objective == "local":
+        cost = local_costs(mix, process, levels, (2,), n=200)[0]
     else:
         cost = klub_costs(mix, mix, levels, n=200)
     grid, value = dp_grid(cost, levels, n_steps)
@@ -187,6 +191,33 @@ def test_path_kl_with_the_prior_bounds_the_final_forward_kl():
     assert bound["exponential", 20] < bound["exponential", 5] / 10
 
 
+def test_local_error_is_the_closed_form_on_gaussian_data():
+    """One Gaussian N(0, s0²) in 1-D: the probability-flow ODE is linear, x̂_σ = x̂_σ0 ·
+    √((s0² + σ²)/(s0² + σ0²)), and a DDIM step from σ to σ' multiplies by (s0² + σσ')/(s0² + σ²).
+    The teacher (Heun) converges to it at second order in its substeps."""
+    s0, process = 0.7, VPProcess()
+    mix = GaussianMixture(torch.ones(1), torch.zeros(1, 1), torch.full((1, 1, 1), s0**2))
+    levels = _levels(80.0, 10.0, 2.0, 0.5, 0.1, 0.02)
+    z = Noise.from_seed(0, 200, key=(KEY_START,)).randn(1, dtype=torch.float64)
+    exact = torch.full((6, 6), math.inf, dtype=torch.float64)
+    for i, j in itertools.combinations(range(6), 2):
+        si, sj = float(levels[i]), float(levels[j])
+        x_i = process.prior_std(80.0) * z * math.sqrt((s0**2 + si**2) / (s0**2 + 80.0**2))
+        gain = (s0**2 + si * sj) / (s0**2 + si**2) - math.sqrt((s0**2 + sj**2) / (s0**2 + si**2))
+        exact[i, j] = x_i.abs().mean() * abs(gain)
+    upper = torch.triu(torch.ones(6, 6, dtype=torch.bool), 1)
+    err, start = {}, {}
+    for sub in (8, 32):
+        cost, start[sub] = local_costs(mix, process, levels, (1,), n=200, sub=sub)
+        err[sub] = ((cost / exact - 1)[upper]).abs().max()
+    assert err[32] < 5e-3 and err[8] / err[32] > 10, err  # Heun: 4× the substeps, ≈ 16× less error
+    # the start's term: the prior's draw at σ (same z) against the teacher's state there
+    gap = torch.tensor([abs(process.prior_std(s) - process.prior_std(80.0)
+                            * math.sqrt((s0**2 + s**2) / (s0**2 + 80.0**2))) for s in levels.tolist()])
+    assert start[32][0] == 0
+    assert start[32][1:] == pytest.approx(z.abs().mean() * gap[1:], rel=5e-3)
+
+
 def test_descend_never_gets_worse_and_stays_on_the_candidates():
     levels = torch.linspace(10, 1, 10, dtype=torch.float64)
     target = torch.tensor([10.0, 7.0, 3.0, 1.0], dtype=torch.float64)
@@ -303,6 +334,23 @@ def test_path_kl_optimizes_every_sampler_on_a_mixture_and_says_which_step_it_sco
     images = Run(tmp_path, cfg, build_process(cfg), GaussianMixture.ring8(), 1, (1, 8, 8))
     with pytest.raises(ErrpropError, match="xent needs a Gaussian-mixture run"):
         optimize(images, "ddpm", 5, "xent", n=20, m=8)
+
+
+def test_local_error_optimizes_deterministic_samplers_with_a_free_start(tmp_path):
+    """The ODE's local error: DDIM's own step for DDIM, the same first-order grid transferred to the
+    multistep solvers; the start is free (the prior's distance to the teacher added); a stochastic
+    sampler is an error."""
+    run = _mixture_run(tmp_path)
+    own = optimize(run, "ddim", 6, "local", n=60, m=10)
+    assert own["step"] == "ddim" and own["start"].startswith("free (distance of the prior")
+    assert "uniform-leading" in own["hand_made"]  # the free-start hand-made grids are compared
+    assert own["value"] <= min(h["cost"] for h in own["hand_made"].values()) + 1e-12
+    for sampler in ("dpmpp_2m", "unipc_2"):
+        res = optimize(run, sampler, 6, "local", n=60, m=10)
+        assert res["step"] == f"ddim (transferred: first-order step for {sampler})"
+        assert res["sigmas"] == own["sigmas"] and res["value"] == own["value"]
+    with pytest.raises(ErrpropError, match="sampler 'ddpm' is stochastic"):
+        optimize(run, "ddpm", 6, "local", n=20, m=8)
 
 
 def test_cli_objectives_are_the_library_s(capsys):

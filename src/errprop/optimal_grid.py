@@ -39,6 +39,17 @@ Anchors, and what is taken from each:
   density: ``path_kl`` then scores DDPM's Gaussian step on the same levels, its stochastic
   counterpart, and the grid is transferred to the sampler, as AYS transfers the schedules it
   derives for the SDE to ODE solvers (the result says so under ``step``).
+- Chen, Zhou et al. (2024), "On the Trajectory Regularity of ODE-based Diffusion Sampling" (GITS,
+  ICML): for a deterministic solver the error that matters is the ODE's discretisation error, and
+  the model's own trajectories show it. A teacher solves the probability-flow ODE dx̂/dσ =
+  (x̂ − D(x̂, σ))/σ from the prior at σ_max through every candidate level (Heun, several substeps per
+  interval); the cost of an interval is the mean L2 distance between one first-order (DDIM) step
+  from the teacher's state at σ_i and the teacher's state at σ_j. The sum of these local errors
+  along a grid bounds the global error where the flow does not expand distances, and the DP picks
+  the grid — objective ``local``. Its start is free (on images too): starting at σ_k instead of
+  σ_max pays the distance between the prior's draw there and the teacher's state (the same z).
+  Multistep solvers (DPM-Solver++, UniPC) get the grid of the first-order step, transferred, as
+  GITS does; it needs no density, so it works on images.
 - On a mixture the quantity all of this stands in for — the final excess cross-entropy of the
   samples — is exact: objective ``xent`` starts from the best of the DP grid and every hand-made
   grid (any endpoints) and moves one level at a time, the end levels included (coordinate descent
@@ -50,12 +61,12 @@ candidate levels, then the final step to σ = 0 (which every grid in the family 
 mixture the first level is free too and the path pays the prior's error there,
 ``KL(N(0, prior_std(σ)² I) ‖ q_σ)`` (exact, in the modular KL's direction; ``path_kl`` pays
 ``KL(q_σ ‖ N(0, prior_std(σ)² I))``, the chain rule's first term): starting lower saves steps but
-starts further from the truth. On images, where that KL is unknown, grids start at σ_max
-(t = T − 1), as AYS's do. Candidates: M levels log-uniform in σ (on a discrete VP process snapped to its
-timesteps) together with the levels of the hand-made grids of the family (uniform-t ``linspace``,
-EDM-ρ, exponential σ, and with a free start ``leading`` and quadratic-t), so the DP optimum is
-never worse than those on its own objective (tests check it). ``trailing`` spacing, which stops
-short of σ_min, is compared by final quality only.
+starts further from the truth. On images, where that KL is unknown, grids start at σ_max (t = T −
+1), as AYS's do (but for ``local``). Candidates: M levels log-uniform in σ (on a discrete VP process
+snapped to its timesteps) together with the levels of the hand-made grids of the family (uniform-t
+``linspace``, EDM-ρ, exponential σ, and with a free start ``leading`` and quadratic-t), so the DP
+optimum is never worse than those on its own objective (tests check it). ``trailing`` spacing, which
+stops short of σ_min, is compared by final quality only.
 """
 
 from __future__ import annotations
@@ -75,7 +86,7 @@ from .process import Process, VPProcess
 from .streams import default_dtype, draw_data, reference_sets
 
 #: The objectives of :func:`optimize` (and of ``errprop grid optimize --objective``).
-OBJECTIVES = ("modular", "path_kl", "klub", "xent")
+OBJECTIVES = ("modular", "path_kl", "klub", "local", "xent")
 
 
 def hand_made(process: Process, n: int, free_start: bool = False) -> dict[str, torch.Tensor]:
@@ -271,6 +282,46 @@ def klub_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Ten
     return cost
 
 
+@torch.no_grad()
+def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[int, ...], n: int = 500,
+                seed: int = 0, sub: int = 4, batch_size: int | None = None,
+                device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, M) GITS-style local error (module docstring): the mean over n prior draws z of
+    ‖DDIM step(x̂_i, σ_i → σ_j) − x̂_j‖₂, with x̂_k the teacher's probability-flow ODE solution at
+    ``levels[k]`` from prior_std(σ_max)·z (Heun, ``sub`` substeps geometric in σ per candidate
+    interval); and (M,) the error of starting at ``levels[k]`` instead, from prior_std(σ_k)·z (the
+    same z, as a sampler starting there would): ‖prior_std(σ_k)·z − x̂_k‖₂, 0 at σ_max. ``shape``:
+    one sample's shape. Network evaluations: n·(M − 1)·(2·sub + 1)."""
+    m = len(levels)
+    dtype = default_dtype(denoiser)
+    bs = batch_size or n
+
+    def den(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return torch.cat([denoiser(x[a:a + bs].to(dtype), sigma) for a in range(0, n, bs)]).to(torch.float64)
+
+    z = Noise.from_seed(seed, n, key=(KEY_START,), device=device).randn(*shape, dtype=torch.float64)
+    x = process.prior_std(float(levels[0])) * z
+    teacher = [x]
+    for k in range(m - 1):
+        hi, lo = float(levels[k]), float(levels[k + 1])
+        sig = torch.exp(torch.linspace(math.log(hi), math.log(lo), sub + 1, dtype=torch.float64)).tolist()
+        for s, s_next in zip(sig[:-1], sig[1:]):
+            d = (x - den(x, s)) / s  # Heun (EDM's second-order step), σ_next > 0 always
+            x_euler = x + (s_next - s) * d
+            x = x + (s_next - s) * 0.5 * (d + (x_euler - den(x_euler, s_next)) / s_next)
+        teacher.append(x)
+    cost = torch.full((m, m), math.inf, dtype=torch.float64)
+    for i in range(m - 1):
+        s = float(levels[i])
+        d0 = den(teacher[i], s)
+        for j in range(i + 1, m):
+            step = d0 + float(levels[j]) / s * (teacher[i] - d0)  # DDIM: exact for x̂ linear in σ
+            cost[i, j] = (step - teacher[j]).reshape(n, -1).norm(dim=1).mean()
+    start = torch.stack([(process.prior_std(float(s)) * z - x).reshape(n, -1).norm(dim=1).mean()
+                         for s, x in zip(levels, teacher)])
+    return cost, start
+
+
 def path_cost(cost: torch.Tensor, levels: torch.Tensor, grid: torch.Tensor,
               start_cost: torch.Tensor | None = None) -> float:
     """Σ of ``cost`` along a grid whose positive levels are all candidates (else an error), plus
@@ -396,16 +447,21 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
             raise ErrpropError(f"grid optimize: {'--oracle' if oracle else f'objective {objective}'} needs a "
                                "Gaussian-mixture run (exact density); on images use --objective klub "
                                "or path_kl")
+    if objective == "local" and is_stochastic(sampler, opts):
+        raise ErrpropError(f"--objective local measures an ODE's discretisation error; sampler {sampler!r} "
+                           "is stochastic: use modular, path_kl, klub or xent")
     if objective == "modular" and not gaussian:
         raise ErrpropError(f"--objective modular needs a Gaussian step (ddpm, or ddim with sample.eta > 0); "
                            f"sampler {sampler!r} is deterministic: use --objective klub, path_kl (DDPM's "
                            "step on the same levels) or xent")
-    free = mixture is not None  # the prior's error is exact on a mixture: the DP may pick the start
+    # the prior's error is exact on a mixture, and the local error's start term is coupled to its
+    # teacher on any data: there the DP may pick the start
+    free = mixture is not None or objective == "local"
     made = hand_made(run.process, steps, free_start=free)
     starts_all = every_hand_made(run.process, steps) if objective == "xent" else made
     levels = candidates(run.process, m, list(starts_all.values()))
     start = prior_costs(run.process, mixture, levels, n=n, seed=seed,
-                        q_first=objective == "path_kl") if free else None
+                        q_first=objective == "path_kl") if free and objective != "local" else None
     log(f"[grid] {len(levels)} candidate levels; objective {objective}")
     extra = {}
     if objective == "modular":
@@ -423,6 +479,11 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
             extra["form"] = "given x0 (Ho et al.; same optimum from σ_max)"
         cost = path_kl_costs(run.denoiser, data, levels, step, step_opts, n=n, seed=seed, device=device)
         evals = n * (len(levels) - 1)
+    elif objective == "local":
+        extra["step"] = "ddim" if sampler == "ddim" else f"ddim (transferred: first-order step for {sampler})"
+        cost, start = local_costs(run.denoiser, run.process, levels, tuple(run.shape), n=n, seed=seed,
+                                  batch_size=500, device=device)
+        evals = n * (len(levels) - 1) * (2 * 4 + 1)
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
         evals = n * len(levels)
@@ -430,6 +491,7 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     out = {"objective": objective, "sampler": sampler, "steps": steps, "n": n, "seed": seed,
            "candidates": len(levels), "network_evaluations": evals, "sampling_runs": 0,
            "start": ("σ_max" if not free else "free (KL(q_σ ‖ prior) added)" if objective == "path_kl"
+                     else "free (distance of the prior to the teacher added)" if objective == "local"
                      else "free (prior KL added)"), **extra,
            "hand_made": {name: {"sigmas": g[g > 0].tolist(), "cost": path_cost(cost, levels, g, start)}
                          for name, g in made.items()},
