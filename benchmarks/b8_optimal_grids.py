@@ -81,11 +81,12 @@ def objectives(gaussian: bool, stochastic: bool, exact: bool = True) -> list[str
 
 def shared_key(obj: str, sampler: str, steps: int, gaussian: bool, stochastic: bool) -> tuple | None:
     """Samplers whose optimisation is the same computation share it: the transferred path KL
-    (DDPM's step) per kind of sampler, and the local error (DDIM's step) for every deterministic one."""
+    (DDPM's step) per kind of sampler, the local error (DDIM's step) for every deterministic one,
+    and KLUB (no step in it) for every sampler."""
     if obj == "path_kl" and not gaussian:
         return steps, "transferred", stochastic
-    if obj == "local":
-        return steps, "local"
+    if obj in ("local", "klub"):
+        return steps, obj
     return None
 
 
@@ -241,17 +242,19 @@ def images(a) -> None:
                         continue
                     skey = shared_key(obj, sampler, k, gaussian, stochastic)
                     if skey is not None and (run_dir, skey) in shared:
-                        opt = shared[run_dir, skey]
+                        opt, seconds = shared[run_dir, skey]
                     else:
                         print(f"[b8] {run_dir} {sampler}-{k}: optimising {obj}", flush=True)
+                        t0 = time.perf_counter()
                         opt = optimize(run, sampler, k, obj, n=a.n_opt, seed=seed, m=a.candidates,
                                        device=a.device)
+                        seconds = round(time.perf_counter() - t0, 1)
                         if skey is not None:
-                            shared[run_dir, skey] = opt
+                            shared[run_dir, skey] = opt, seconds
                     grids[f"opt-{obj}"] = dataclasses.replace(run.config.sample, grid="list",
                                                               sigmas=opt["sigmas"])
                     res["cost"][f"opt-{obj}"] = {"network_evaluations": opt["network_evaluations"],
-                                                 "sampling_runs": opt["sampling_runs"],
+                                                 "sampling_runs": opt["sampling_runs"], "seconds": seconds,
                                                  **({"step": opt["step"]} if "step" in opt else {})}
                 for name, sc in grids.items():
                     print(f"[b8] {run_dir} {sampler}-{k}: FD of {name}", flush=True)
