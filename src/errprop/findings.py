@@ -136,6 +136,14 @@ def _confounds(study: dict, arm: str, against: str = "baseline") -> str:
     return f" — ⚠ not only the objective differs: {'; '.join(other)}" if other else ""
 
 
+def _train_steps(study: dict, arm: str) -> int | str:
+    """The training steps of one arm of a study (its overrides over the study's base; the last
+    ``train.steps=`` wins), or "?" where neither sets them."""
+    over = next((a["overrides"] for a in study["arms"] if a["name"] == arm), [])
+    steps = [o.split("=", 1)[1] for o in [*study["settings"]["base"], *over] if o.startswith("train.steps=")]
+    return int(steps[-1]) if steps else "?"
+
+
 def _comparison(summ: dict, arm: str, metric: str, against: str) -> tuple[dict, float]:
     """The paired difference arm − ``against`` on ``metric`` and ``against``'s mean: from
     ``summary.paired[arm]`` against the baseline, else from ``summary.paired_against[against][arm]``."""
@@ -167,7 +175,13 @@ def claim_row(claim: dict, results: Path) -> list[str]:
              f"{prov.get('cpu', '?')}, {prov.get('date', '?')})")
     who = "baseline" if against == "baseline" else next(
         (a.get("label", against) for a in study["arms"] if a["name"] == against), against)
-    test = claim["test"] + _confounds(study, claim["arm"], against)
+    # the test's description takes its budgets from the study, never typed: {steps}, {against_steps}
+    steps = {"steps": _train_steps(study, claim["arm"]), "against_steps": _train_steps(study, against)}
+    try:
+        test = claim["test"].format_map(steps) + _confounds(study, claim["arm"], against)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ErrpropError(f"claim {claim['id']}: its test names an unknown field {e} (known: "
+                           f"{', '.join(steps)})") from None
     return [claim["claim"], test, f"{claim['endpoint']} ({claim['declared']})",
             f"{d['mean']:+.3g} [{d['lo']:+.3g}, {d['hi']:+.3g}] on {who} {base:.3g}{holm}",
             f"**{word}**", where]
