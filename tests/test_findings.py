@@ -233,7 +233,8 @@ def test_a_claim_can_name_the_arm_it_is_compared_against(tmp_path):
     with pytest.raises(ErrpropError, match="against 'ep'"):
         claim_row(claim | {"against": "ep"}, tmp_path)
     # the test's budgets come from the study, not from typing
-    row = claim_row(claim | {"against": "cm", "test": "sa after {steps} vs cm after {against_steps}"}, tmp_path)
+    budgets = "sa after {steps} vs cm after {against_steps}"
+    row = claim_row(claim | {"against": "cm", "test": budgets}, tmp_path)
     assert row[1].startswith("sa after 100 vs cm after 200 — ⚠")
     with pytest.raises(ErrpropError, match="unknown field 'budget'"):
         claim_row(claim | {"test": "after {budget}"}, tmp_path)
