@@ -283,13 +283,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
     run = _open_run(args, device, needs_data=True)
     res = optimize(run, args.sampler or run.config.sample.sampler, args.steps, args.objective, n=args.n,
                    seed=args.seed, m=args.candidates, oracle=args.oracle, device=device,
-                   log=lambda m: print(m, file=sys.stderr, flush=True))
+                   log=lambda m: print(m, file=sys.stderr, flush=True), progress=True)
     write_json(Path(args.out), {"command": args.command_line, **res})
     print(f"{res['objective']}: optimized {res['value']:.5g}; hand-made: "
           + ", ".join(f"{k} {v['cost']:.5g}" for k, v in res["hand_made"].items())
           + f" (DP cost on the objective{'' if res['objective'] != 'xent' else ' before descent'})")
     if "step" in res:
-        print(f"path KL of the step: {res['step']}")
+        print(f"step scored: {res['step']}")
     if "final_xent" in res:
         print("final excess cross-entropy (trimmed, nats): "
               + ", ".join(f"{k} {v['trimmed']:.4g}" for k, v in res["final_xent"].items()))

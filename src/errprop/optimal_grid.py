@@ -75,6 +75,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 from .data.gmm import GaussianMixture
 from .diagnostics.modular import kl_estimate, reverse_transition_log_prob, step_moments
@@ -285,13 +286,15 @@ def klub_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Ten
 @torch.no_grad()
 def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[int, ...], n: int = 500,
                 seed: int = 0, sub: int = 4, batch_size: int | None = None,
-                device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                device: str | torch.device = "cpu",
+                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, M) GITS-style local error (module docstring): the mean over n prior draws z of
     ‖DDIM step(x̂_i, σ_i → σ_j) − x̂_j‖₂, with x̂_k the teacher's probability-flow ODE solution at
     ``levels[k]`` from prior_std(σ_max)·z (Heun, ``sub`` substeps geometric in σ per candidate
     interval); and (M,) the error of starting at ``levels[k]`` instead, from prior_std(σ_k)·z (the
     same z, as a sampler starting there would): ‖prior_std(σ_k)·z − x̂_k‖₂, 0 at σ_max. ``shape``:
-    one sample's shape. Network evaluations: n·(M − 1)·(2·sub + 1)."""
+    one sample's shape. Network evaluations: n·(M − 1)·(2·sub + 1); ``progress``: a bar over them
+    (minutes on images)."""
     m = len(levels)
     dtype = default_dtype(denoiser)
     bs = batch_size or n
@@ -302,7 +305,7 @@ def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[i
     z = Noise.from_seed(seed, n, key=(KEY_START,), device=device).randn(*shape, dtype=torch.float64)
     x = process.prior_std(float(levels[0])) * z
     teacher = [x]
-    for k in range(m - 1):
+    for k in tqdm(range(m - 1), desc="local error: teacher", unit="level", disable=not progress):
         hi, lo = float(levels[k]), float(levels[k + 1])
         sig = torch.exp(torch.linspace(math.log(hi), math.log(lo), sub + 1, dtype=torch.float64)).tolist()
         for s, s_next in zip(sig[:-1], sig[1:]):
@@ -419,7 +422,7 @@ def default_objective(gaussian_step: bool, mixture: bool) -> str:
 
 def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: int = 500, seed: int = 0,
              m: int = 48, oracle: bool = False, device: str | torch.device = "cpu",
-             log: Callable[[str], None] = lambda s: None) -> dict:
+             log: Callable[[str], None] = lambda s: None, progress: bool = False) -> dict:
     """The error-optimal grid of ``steps`` steps for a run and sampler (see the module docstring);
     ``objective`` None takes the one that fits them (:func:`default_objective`).
 
@@ -482,7 +485,7 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     elif objective == "local":
         extra["step"] = "ddim" if sampler == "ddim" else f"ddim (transferred: first-order step for {sampler})"
         cost, start = local_costs(run.denoiser, run.process, levels, tuple(run.shape), n=n, seed=seed,
-                                  batch_size=500, device=device)
+                                  batch_size=500, device=device, progress=progress)
         evals = n * (len(levels) - 1) * (2 * 4 + 1)
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
