@@ -346,8 +346,9 @@ def write(a, out: Path, results: dict, names, samplers, ks, metric_label: str | 
                     f"n = {a.n} samples (sample seed 1000 + seed; floor, data against data at the same n: "
                     f"{min(floors):.3g}–{max(floors):.3g}); the optimised grids are the DP "
                     f"over the path KL given x0 (Ho et al.'s terms; DDPM's step, transferred, for a "
-                    f"deterministic sampler) and over KLUB (n = {a.n_opt}, {a.candidates} candidates), both "
-                    "from σ_max. Rest as in B8.")
+                    f"deterministic sampler) and over KLUB, both from σ_max, and over the ODE's local error "
+                    f"against the model's own trajectories (GITS; first-order step, free start), n = "
+                    f"{a.n_opt}, {a.candidates} candidates. Rest as in B8.")
     atomic_write_text(docs / f"{name}.md", "\n".join(lines) + "\n")
     atomic_write_text(docs / f"{name}.json", json.dumps(
         {"command": command, **prov, "results": results, "verdicts": verdicts}, indent=1))
