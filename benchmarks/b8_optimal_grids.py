@@ -79,7 +79,7 @@ def objectives(gaussian: bool, stochastic: bool, exact: bool = True) -> list[str
     return out + ([] if stochastic else ["local"]) + (["xent"] if exact else [])
 
 
-def shared_key(obj: str, sampler: str, steps: int, gaussian: bool, stochastic: bool) -> tuple | None:
+def shared_key(obj: str, steps: int, gaussian: bool, stochastic: bool) -> tuple | None:
     """Samplers whose optimisation is the same computation share it: the transferred path KL
     (DDPM's step) per kind of sampler, the local error (DDIM's step) for every deterministic one,
     and KLUB (no step in it) for every sampler."""
@@ -88,6 +88,28 @@ def shared_key(obj: str, sampler: str, steps: int, gaussian: bool, stochastic: b
     if obj in ("local", "klub"):
         return steps, obj
     return None
+
+
+def optimised(run, sampler: str, steps: int, todo: list[str], a, seed: int, shared: dict,
+              device: str = "cpu") -> dict[str, tuple[dict, dict]]:
+    """{objective: (optimize's result, its cost entry)} for the objectives in ``todo``, each
+    optimised once per run and :func:`shared_key` (``shared`` holds them across samplers)."""
+    gaussian, stochastic = step_kind(run, sampler, steps)
+    out = {}
+    for obj in todo:
+        key = shared_key(obj, steps, gaussian, stochastic)
+        if key is not None and key in shared:
+            res, seconds = shared[key]
+        else:
+            t0 = time.perf_counter()
+            res = optimize(run, sampler, steps, obj, n=a.n_opt, seed=seed, m=a.candidates, device=device)
+            seconds = round(time.perf_counter() - t0, 1)
+            if key is not None:
+                shared[key] = res, seconds
+        out[obj] = res, {"network_evaluations": res["network_evaluations"],
+                         "sampling_runs": res["sampling_runs"], "seconds": seconds,
+                         **({"step": res["step"]} if "step" in res else {})}
+    return out
 
 
 def step_kind(run, sampler: str, steps: int) -> tuple[bool, bool]:
@@ -119,24 +141,12 @@ def measure(run, mix, sampler: str, steps: int, a, seed: int, shared: dict, have
     for name, (grid, opts) in HAND.items():
         if name not in have["scores"]:
             grids[name] = make_grid(grid, run.process, steps, **opts)
-    gaussian, stochastic = step_kind(run, sampler, steps)
-    todo = [obj for obj in objectives(gaussian, stochastic) if f"opt-{obj}" not in have["scores"]]
+    todo = [obj for obj in objectives(*step_kind(run, sampler, steps)) if f"opt-{obj}" not in have["scores"]]
     if grids or todo:
         print(f"[b8] {label}: {', '.join([*grids, *(f'opt-{o}' for o in todo)])}", flush=True)
-    for obj in todo:
-        t0 = time.perf_counter()
-        key = shared_key(obj, sampler, steps, gaussian, stochastic)
-        if key is not None and key in shared:
-            res, seconds = shared[key]
-        else:
-            res = optimize(run, sampler, steps, obj, n=a.n_opt, seed=seed, m=a.candidates)
-            seconds = round(time.perf_counter() - t0, 1)
-            if key is not None:
-                shared[key] = res, seconds
+    for obj, (res, entry) in optimised(run, sampler, steps, todo, a, seed, shared).items():
         grids[f"opt-{obj}"] = torch.tensor([*res["sigmas"], 0.0], dtype=torch.float64)
-        cost[f"opt-{obj}"] = {"network_evaluations": res["network_evaluations"],
-                              "sampling_runs": res["sampling_runs"], "seconds": seconds,
-                              **({"step": res["step"]} if "step" in res else {})}
+        cost[f"opt-{obj}"] = entry
     opts = sampler_settings(run.config)  # any registered sampler (dpmpp_2m, unipc_2: NFE = steps)
     scores = {name: final_xent(run.denoiser, run.process, mix, g, sampler, a.n, 1000 + seed, opts)
               for name, g in grids.items()}
@@ -217,10 +227,10 @@ def images(a) -> None:
         sys.exit(f"[b8] no seed*/ runs in {a.images}")
     ks, samplers = [int(k) for k in a.steps.split(",")], a.samplers.split(",")
     results: dict = {}
-    shared: dict = {}  # optimisations several samplers share (shared_key), per run
     data = None
     for run_dir in runs:
         seed = int(run_dir.name[4:])
+        shared: dict = {}  # this run's optimisations several samplers share (shared_key)
         run = load_run(run_dir, device=a.device)
         if data not in (None, run.config.data.name):
             sys.exit(f"[b8] {run_dir} trains on {run.config.data.name}, the runs before it on {data}")
@@ -236,26 +246,15 @@ def images(a) -> None:
                 res = read_cached(cache, key) or {"scores": {}, "cost": {}}
                 grids = {name: dataclasses.replace(run.config.sample, grid=g, **opts)
                          for name, (g, opts) in HAND.items() if name not in res["scores"]}
-                gaussian, stochastic = step_kind(run, sampler, k)
-                for obj in objectives(gaussian, stochastic, exact=False):
-                    if f"opt-{obj}" in res["scores"]:
-                        continue
-                    skey = shared_key(obj, sampler, k, gaussian, stochastic)
-                    if skey is not None and (run_dir, skey) in shared:
-                        opt, seconds = shared[run_dir, skey]
-                    else:
-                        print(f"[b8] {run_dir} {sampler}-{k}: optimising {obj}", flush=True)
-                        t0 = time.perf_counter()
-                        opt = optimize(run, sampler, k, obj, n=a.n_opt, seed=seed, m=a.candidates,
-                                       device=a.device)
-                        seconds = round(time.perf_counter() - t0, 1)
-                        if skey is not None:
-                            shared[run_dir, skey] = opt, seconds
+                todo = [obj for obj in objectives(*step_kind(run, sampler, k), exact=False)
+                        if f"opt-{obj}" not in res["scores"]]
+                if todo:
+                    print(f"[b8] {run_dir} {sampler}-{k}: optimising {', '.join(todo)}", flush=True)
+                for obj, (opt, entry) in optimised(run, sampler, k, todo, a, seed, shared,
+                                                   a.device).items():
                     grids[f"opt-{obj}"] = dataclasses.replace(run.config.sample, grid="list",
                                                               sigmas=opt["sigmas"])
-                    res["cost"][f"opt-{obj}"] = {"network_evaluations": opt["network_evaluations"],
-                                                 "sampling_runs": opt["sampling_runs"], "seconds": seconds,
-                                                 **({"step": opt["step"]} if "step" in opt else {})}
+                    res["cost"][f"opt-{obj}"] = entry
                 for name, sc in grids.items():
                     print(f"[b8] {run_dir} {sampler}-{k}: FD of {name}", flush=True)
                     cfg = dataclasses.replace(run.config, sample=sc)

@@ -118,8 +118,8 @@ def images(a) -> None:
     docs = Path(a.docs) if not a.quick else out
     docs.mkdir(parents=True, exist_ok=True)
     atomic_write_text(docs / f"e3_{IMAGES}.md", "\n".join(md) + "\n")
-    atomic_write_text(docs / f"e3_{IMAGES}.json", json.dumps({"command": command, **prov, "verdict": verdict,
-                                                        "floor": floor, "table": table}, indent=1))
+    atomic_write_text(docs / f"e3_{IMAGES}.json", json.dumps(
+        {"command": command, **prov, "verdict": verdict, "floor": floor, "table": table}, indent=1))
     print("\n".join(md))
 
 
@@ -221,8 +221,8 @@ def main() -> None:
     docs.mkdir(parents=True, exist_ok=True)
     name = f"e3_{a.data}"
     atomic_write_text(docs / f"{name}.md", "\n".join(md) + "\n")
-    atomic_write_text(docs / f"{name}.json", json.dumps({"command": command, **prov, "verdict": verdict,
-                                                   "table": table}, indent=1))
+    atomic_write_text(docs / f"{name}.json", json.dumps(
+        {"command": command, **prov, "verdict": verdict, "table": table}, indent=1))
     print("\n".join(md))
 
 

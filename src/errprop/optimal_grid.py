@@ -86,6 +86,9 @@ from .noise import Noise
 from .process import Process, VPProcess
 from .streams import default_dtype, draw_data, reference_sets
 
+#: Heun substeps per candidate interval of the ``local`` objective's teacher.
+LOCAL_SUBSTEPS = 4
+
 #: The objectives of :func:`optimize` (and of ``errprop grid optimize --objective``).
 OBJECTIVES = ("modular", "path_kl", "klub", "local", "xent")
 
@@ -285,7 +288,7 @@ def klub_costs(denoiser, data: GaussianMixture | torch.Tensor, levels: torch.Ten
 
 @torch.no_grad()
 def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[int, ...], n: int = 500,
-                seed: int = 0, sub: int = 4, batch_size: int | None = None,
+                seed: int = 0, sub: int = LOCAL_SUBSTEPS, batch_size: int | None = None,
                 device: str | torch.device = "cpu",
                 progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, M) GITS-style local error (module docstring): the mean over n prior draws z of
@@ -293,8 +296,8 @@ def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[i
     ``levels[k]`` from prior_std(σ_max)·z (Heun, ``sub`` substeps geometric in σ per candidate
     interval); and (M,) the error of starting at ``levels[k]`` instead, from prior_std(σ_k)·z (the
     same z, as a sampler starting there would): ‖prior_std(σ_k)·z − x̂_k‖₂, 0 at σ_max. ``shape``:
-    one sample's shape. Network evaluations: n·(M − 1)·(2·sub + 1); ``progress``: a bar over them
-    (minutes on images)."""
+    one sample's shape. Network evaluations: n·(M − 1)·2·sub (the DDIM steps reuse the teacher's
+    first call at each level); ``progress``: a bar over them (minutes on images)."""
     m = len(levels)
     dtype = default_dtype(denoiser)
     bs = batch_size or n
@@ -304,19 +307,22 @@ def local_costs(denoiser, process: Process, levels: torch.Tensor, shape: tuple[i
 
     z = Noise.from_seed(seed, n, key=(KEY_START,), device=device).randn(*shape, dtype=torch.float64)
     x = process.prior_std(float(levels[0])) * z
-    teacher = [x]
+    teacher, at_level = [x], []  # the teacher's states, and D(x̂_k, σ_k) at each level but the last
     for k in tqdm(range(m - 1), desc="local error: teacher", unit="level", disable=not progress):
         hi, lo = float(levels[k]), float(levels[k + 1])
         sig = torch.exp(torch.linspace(math.log(hi), math.log(lo), sub + 1, dtype=torch.float64)).tolist()
-        for s, s_next in zip(sig[:-1], sig[1:]):
-            d = (x - den(x, s)) / s  # Heun (EDM's second-order step), σ_next > 0 always
+        sig[0], sig[-1] = hi, lo  # exactly the candidates (exp∘log may round)
+        for q, (s, s_next) in enumerate(zip(sig[:-1], sig[1:])):
+            d0 = den(x, s)
+            if q == 0:
+                at_level.append(d0)
+            d = (x - d0) / s  # Heun (EDM's second-order step), σ_next > 0 always
             x_euler = x + (s_next - s) * d
             x = x + (s_next - s) * 0.5 * (d + (x_euler - den(x_euler, s_next)) / s_next)
         teacher.append(x)
     cost = torch.full((m, m), math.inf, dtype=torch.float64)
     for i in range(m - 1):
-        s = float(levels[i])
-        d0 = den(teacher[i], s)
+        s, d0 = float(levels[i]), at_level[i]
         for j in range(i + 1, m):
             step = d0 + float(levels[j]) / s * (teacher[i] - d0)  # DDIM: exact for x̂ linear in σ
             cost[i, j] = (step - teacher[j]).reshape(n, -1).norm(dim=1).mean()
@@ -458,13 +464,14 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
                            f"sampler {sampler!r} is deterministic: use --objective klub, path_kl (DDPM's "
                            "step on the same levels) or xent")
     # the prior's error is exact on a mixture, and the local error's start term is coupled to its
-    # teacher on any data: there the DP may pick the start
+    # teacher on any data: there the DP may pick the start (``local`` computes its own start term)
     free = mixture is not None or objective == "local"
     made = hand_made(run.process, steps, free_start=free)
     starts_all = every_hand_made(run.process, steps) if objective == "xent" else made
     levels = candidates(run.process, m, list(starts_all.values()))
-    start = prior_costs(run.process, mixture, levels, n=n, seed=seed,
-                        q_first=objective == "path_kl") if free and objective != "local" else None
+    start = None
+    if mixture is not None and objective != "local":
+        start = prior_costs(run.process, mixture, levels, n=n, seed=seed, q_first=objective == "path_kl")
     log(f"[grid] {len(levels)} candidate levels; objective {objective}")
     extra = {}
     if objective == "modular":
@@ -486,7 +493,7 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
         extra["step"] = "ddim" if sampler == "ddim" else f"ddim (transferred: first-order step for {sampler})"
         cost, start = local_costs(run.denoiser, run.process, levels, tuple(run.shape), n=n, seed=seed,
                                   batch_size=500, device=device, progress=progress)
-        evals = n * (len(levels) - 1) * (2 * 4 + 1)
+        evals = n * (len(levels) - 1) * 2 * LOCAL_SUBSTEPS
     else:
         cost = klub_costs(run.denoiser, data, levels, n=n, seed=seed, batch_size=500, device=device)
         evals = n * len(levels)
