@@ -352,6 +352,12 @@ def test_local_error_optimizes_deterministic_samplers_with_a_free_start(tmp_path
     with pytest.raises(ErrpropError, match="sampler 'ddpm' is stochastic"):
         optimize(run, "ddpm", 6, "local", n=20, m=8)
 
+    def never(x, sigma):
+        raise AssertionError("the network ran before the step count was checked")
+
+    with pytest.raises(ErrpropError, match="need ≥ 2 steps"):
+        optimize(_mixture_run(tmp_path, denoiser=never), "ddim", 1, "local", n=20, m=8)
+
 
 def test_cli_objectives_are_the_library_s(capsys):
     with pytest.raises(SystemExit):

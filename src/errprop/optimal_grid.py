@@ -369,12 +369,16 @@ def with_zero(levels: torch.Tensor, path: list[int]) -> torch.Tensor:
     return torch.cat([levels[path], levels.new_zeros(1)])
 
 
+def _check_steps(n_steps: int) -> None:
+    if n_steps < 2:
+        raise ErrpropError("optimal grid: need ≥ 2 steps (one step from σ_max is the whole grid)")
+
+
 def dp_grid(cost: torch.Tensor, levels: torch.Tensor, n_steps: int,
             start_cost: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """The grid of ``n_steps`` steps minimising the summed per-step cost (plus ``start_cost`` at
     its first level, which is then free), and that minimum."""
-    if n_steps < 2:
-        raise ErrpropError("optimal grid: need ≥ 2 steps (one step from σ_max is the whole grid)")
+    _check_steps(n_steps)
     path, value = shortest_path(cost, n_steps - 1, start_cost)
     return with_zero(levels, path), value
 
@@ -442,6 +446,7 @@ def optimize(run, sampler: str, steps: int, objective: str | None = None, *, n: 
     from .builders import load_data, sampler_settings
     from .samplers import is_gaussian, is_stochastic, step_options
 
+    _check_steps(steps)  # before the costs, which take minutes on images
     if objective is not None and objective not in OBJECTIVES:
         raise ErrpropError(f"--objective: unknown {objective!r}; choose from {', '.join(OBJECTIVES)}")
     data = load_data(run.config, "train")
