@@ -64,19 +64,25 @@ def main() -> None:
         train_s = time.time() - t0
         run = load_run(run_dir, device=device)
         batch = 2000 if "cuda" in device else 500
-        res = evaluate(run, ks, samplers, "fd", n=a.n, seed=a.seed, batch_size=batch, device=device)
+        res = evaluate(run, ks, samplers, "fd", n=a.n, seed=a.seed, batch_size=batch, device=device,
+                       command=command_of(a))
         res["objective"], res["train_seconds"] = describe_loss(cfg), round(train_s, 1)
         results[name] = res
         print(name, json.dumps(res["results"]), flush=True)
         write(a, device, ks, samplers, results)
 
 
+def command_of(a) -> str:
+    """The command line that reruns this benchmark (its recorded command)."""
+    return "python benchmarks/b4_quality.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(a).items() if v not in (None, False))
+
+
 def write(a, device: str, ks: list[int], samplers: list[str], results: dict) -> None:
     """Write docs/results/b4_quality.{json,md} for the objectives finished so far (the commit is
     ``$ERRPROP_COMMIT`` where the tree runs outside its checkout, see errprop.provenance)."""
-    command = "python benchmarks/b4_quality.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-        for k, v in vars(a).items() if v not in (None, False))
+    command = command_of(a)
     first = next(iter(results.values()))
     intro = (f"Device {device}. Training: {a.steps} steps × batch 128 for every objective, same seed, "
              "EMA weights. Metric: Fréchet distance on the features of errprop's Fashion-MNIST "

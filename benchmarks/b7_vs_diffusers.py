@@ -281,6 +281,13 @@ def sample_diffusers(a, unet, seed: int, device: str, sampler: str, k: int, spac
 
 
 # ------------------------------------------------------------------------------------------ stats
+def score_key(a, seed: int, ks: list[int], spacing: str, device: str) -> dict:
+    """Everything a seed's scores depend on beyond its trained folders (which are checked apart)."""
+    return {"seed": seed, "steps": a.steps, "channels": a.channels, "grad_clip": a.grad_clip,
+            "diffusers_dropout": a.diffusers_dropout, "n": a.n, "sampling_steps": ks,
+            "samplers": list(SAMPLERS), "spacing": spacing, "batch": a.batch, "device": device}
+
+
 def paired_stats(e: list[float], d: list[float]) -> dict:
     """Mean ± sd of both sides and the paired difference e − d with a t-based 95 % interval
     (:func:`errprop.stats.paired`); sds are NaN and the interval None for a single seed."""
@@ -365,12 +372,22 @@ def main(argv: list[str] | None = None) -> dict:
         check_diffusers_folder(a, seed, cfg)
     per_seed: dict[int, dict] = {}
     for seed in seeds:
+        # A seed scored before with these very settings is read back, not sampled again: seeds can
+        # be run in separate processes (one per core) and gathered by a last run over all of them.
+        scores = Path(a.runs) / f"scores-s{seed}.json"
+        key = score_key(a, seed, ks, spacing, device)
+        cached = read_json(scores)
+        if cached and cached.get("key") == key:
+            say(f"[s{seed}] scored already ({scores}); reading it")
+            per_seed[seed] = cached["scores"]
+            payload = write(a, device, ks, seeds, per_seed, params, spacing)
+            continue
         e_rec = train_errprop(a, seed, device)
         d_rec = train_diffusers(a, seed, device, errprop_config(a, seed, device))
         run = load_run(Path(a.runs) / f"errprop-s{seed}", device=device)
         say(f"[errprop s{seed}] sampling + scoring (evaluate, n = {a.n})")
         res = evaluate(run, ks, list(SAMPLERS), "fd", n=a.n, seed=seed, batch_size=a.batch, device=device,
-                       progress=False)
+                       progress=False, command=a.command)
         scorer = Scorer(run, "fd", a.n, seed, device)  # the very scorer evaluate() used
         floor = scorer.floor()["value"]
         if abs(floor - res["floor"]) > 1e-9 * max(1.0, abs(floor)):
@@ -391,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
                           "errprop": {"train": e_rec, "fd": {f"{s}-{k}": v for (s, k), v in e_vals.items()}},
                           "diffusers": {"train": d_rec,
                                         "fd": {f"{s}-{k}": v for (s, k), v in d_vals.items()}}}
+        write_json(scores, {"key": key, "scores": per_seed[seed]})
         for sampler in SAMPLERS:
             for k in ks:
                 say(f"  s{seed} {sampler:4} {k:4d}: errprop {e_vals[(sampler, k)]:.3f}  "

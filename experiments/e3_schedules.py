@@ -82,7 +82,8 @@ def images(a) -> None:
                     print(f"[e3] {when} (step {step}), {grid}, sample seed {s}: FD", flush=True)
                     res = write_cached(cache, key, evaluate(
                         dataclasses.replace(run, config=cfg_g), ks, ["heun"], "fd", n=a.n, seed=s,
-                        batch_size=500, progress=False))
+                        batch_size=500, progress=False,
+                        command=shlex.join(["python", "experiments/e3_schedules.py", *sys.argv[1:]])))
                 fd[(when, grid, s)] = res
     seeds = range(a.sample_seeds)
     rows, table, better = [], {}, {}

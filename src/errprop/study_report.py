@@ -158,11 +158,13 @@ def plot_propagation(res: dict, arms: Sequence[Arm], settings: Settings, path: P
 
 
 def write_report(out: Path, study: dict, arms: Sequence[Arm], settings: Settings, title: str,
-                 command: str, data_label: str, extra: str = "") -> Path:
-    """Plots + ``report.md`` / ``report.html`` (one self-contained file) for a finished study."""
+                 command: str, data_label: str, extra: str = "", prov: dict | None = None) -> Path:
+    """Plots + ``report.md`` / ``report.html`` (one self-contained file) for a finished study.
+    ``prov``: where and when the study ran (commit, machine, date); default here and now — a report
+    rendered again from a committed study keeps its run's."""
     out = Path(out)
     res, summ = study["results"], study["summary"]
-    prov = provenance()
+    prov = prov or provenance()
     rep = Report(title)
     rep.verdict(verdict(summ, arms, settings))
     cfgs = [config_mod.load(overrides=settings.base + a.overrides) for a in arms]
