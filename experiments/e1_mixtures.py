@@ -101,8 +101,9 @@ def rerender(docs: Path, label: str) -> Path:
              f"`python experiments/e1_mixtures.py --data {docs.name.removeprefix('e1_')} --rerender` "
              f"(commit {now['commit']}, {now['date']}): the numbers are the run's; the text, tables "
              "and plots are the current generator's.")
-    report = write_report(docs, {"results": results, "summary": summary}, arms, settings, f"E1 — error propagation on the {label}",
-                          prov["command"], label, extra=extra, prov=prov)
+    report = write_report(docs, {"results": results, "summary": summary}, arms, settings,
+                          f"E1 — error propagation on the {label}", prov["command"], label, extra=extra,
+                          prov=prov)
     (docs / "report.html").unlink(missing_ok=True)  # docs keeps the Markdown and its plots
     atomic_write_text(docs / "study.json", json.dumps(study, indent=1))
     return report
