@@ -27,16 +27,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from errprop.budget_report import CONVERGED  # noqa: E402
 from errprop.demo import default_jobs  # noqa: E402
 from errprop.findings import interval, verdict  # noqa: E402
 from errprop.plots import save_figure  # noqa: E402
 from errprop.results import write_result, write_study_summary  # noqa: E402
-from errprop.stats import holm_adjust  # noqa: E402
-from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes  # noqa: E402
+from errprop.stats import holm_adjust, summary  # noqa: E402
+from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, scalar_metrics, sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
 PRIMARY = "xent_median ddim-10"
+
+
+def learned_gap(study: dict, seeds: list[int], k: int) -> dict:
+    """The baseline's excess over the exact denoiser at ``k`` DDIM steps (E4 takes 50, where the
+    discretization part is small), mean ± sd over seeds: the learned part of its error, E4's
+    convergence test."""
+    res, m = study["results"], f"xent_median ddim-{k}"
+    return summary([scalar_metrics(res["baseline"][s])[m] - scalar_metrics(res["exact"][s])[m]
+                    for s in seeds])
 
 
 def main() -> None:
@@ -76,17 +86,27 @@ def main() -> None:
     # The family: every arm × every D on the primary endpoint.
     tests = holm_adjust({(n, d): dict(studies[d]["summary"]["paired"][n][PRIMARY])
                          for n in names[1:] for d in dims})
-    rows = [["D", "exact denoiser", "baseline"] + [f"Δ {labels[n]} (95 % CI; p_Holm)" for n in names[1:]]
+    fine = max(sizes(a.quick)["sampling_steps"])
+    gaps = {d: learned_gap(studies[d], list(range(a.seeds)), fine) for d in dims}
+    converged = [d for d in dims if gaps[d]["mean"] <= CONVERGED]
+    short = [d for d in dims if d not in converged]
+    rows = [["D", "exact denoiser", "baseline", f"baseline − exact, DDIM-{fine}"]
+            + [f"Δ {labels[n]} (95 % CI; p_Holm)" for n in names[1:]]
             + [f"Δ/D {labels[n]}" for n in names[1:]]]
     for d in dims:
         s = studies[d]["summary"]
         base = s["arms"]["baseline"][PRIMARY]
-        rows.append([str(d), f"{s['exact'][PRIMARY]['mean']:.3g}", f"{base['mean']:.3g} ± {base['std']:.2g}"]
+        rows.append([str(d), f"{s['exact'][PRIMARY]['mean']:.3g}", f"{base['mean']:.3g} ± {base['std']:.2g}",
+                     f"{gaps[d]['mean']:.3g} ± {gaps[d]['std']:.2g}"]
                     + [interval(tests[(n, d)]) for n in names[1:]]
                     + [f"{tests[(n, d)]['mean'] / d:+.3g}" for n in names[1:]])
     notes = [f"Primary endpoint (declared before the run): {PRIMARY} (nats); {a.seeds} paired seeds; "
              f"{steps} training steps for every arm at every D; p_Holm over {len(names) - 1} arms × "
-             f"{len(dims)} dimensions. Verdict rule: errprop.findings.verdict (does the arm lower it?)."]
+             f"{len(dims)} dimensions. Verdict rule: errprop.findings.verdict (does the arm lower it?).",
+             f"Converged (E4's test: the baseline within {CONVERGED} nats of the exact denoiser at "
+             f"DDIM-{fine}) at D = {', '.join(map(str, converged)) or 'none'}; "
+             f"not at D = {', '.join(map(str, short)) or 'none'} "
+             f"after {steps} steps: there the comparison is of models short of their plateau."]
     for n in names[1:]:
         words = [verdict(tests[(n, d)]["lo"], tests[(n, d)]["hi"], "lower") for d in dims]
         signs = [np.sign(tests[(n, d)]["mean"]) for d in dims]
@@ -120,7 +140,9 @@ def main() -> None:
                            "paired": {f"{n} D={d}": t for (n, d), t in tests.items()},
                            "baseline": {str(d): studies[d]["summary"]["arms"]["baseline"][PRIMARY]
                                         for d in dims},
-                           "exact": {str(d): studies[d]["summary"]["exact"][PRIMARY] for d in dims}},
+                           "exact": {str(d): studies[d]["summary"]["exact"][PRIMARY] for d in dims},
+                           f"learned_gap_ddim{fine}": {str(d): gaps[d] for d in dims},
+                           "converged_within": CONVERGED},
                  rows, "\n".join(notes) + f"\n\n![E5]({plot.name})")
     print(docs / "e5_dimension.md")
 
