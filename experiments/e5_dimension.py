@@ -106,7 +106,7 @@ def main() -> None:
              f"Converged (E4's test: the baseline within {CONVERGED} nats of the exact denoiser at "
              f"DDIM-{fine}) at D = {', '.join(map(str, converged)) or 'none'}; "
              f"not at D = {', '.join(map(str, short)) or 'none'} "
-             f"after {steps} steps: there the comparison is of models short of their plateau."]
+             f"after {steps} steps: there the arms are compared short of convergence."]
     for n in names[1:]:
         words = [verdict(tests[(n, d)]["lo"], tests[(n, d)]["hi"], "lower") for d in dims]
         signs = [np.sign(tests[(n, d)]["mean"]) for d in dims]
