@@ -47,6 +47,7 @@ import torch
 from errprop import checkpoint
 from errprop import config as config_mod
 from errprop.builders import load_run
+from errprop.config_diff import arms_differences, arms_sentence
 from errprop.denoisers import EpsilonScaled
 from errprop.errors import ErrpropError
 from errprop.evaluate import evaluate, row
@@ -426,6 +427,9 @@ def notes(data: dict, d: dict) -> str:
             "medians), so that both saw the same load.\n") if "cm" in d["arms"] else ""
     out.append(cost + "The whole-run wall-clocks above were taken while other jobs shared the machine "
                "and are not a cost measure.")
+    _, arms, settings = study_summary(data, d)
+    out.append(arms_sentence(arms_differences(settings.base, arms), lab)
+               + " (ε-scaling changes sampling only: it trains nothing.)" * ("es" in d["arms"]))
     out.append(f"This report is computed from the numbers in `{NAME}.json` alone: `python "
                "experiments/e2_fashion_mnist.py --rerender` rebuilds it without running anything.")
     return "\n\n".join(out)

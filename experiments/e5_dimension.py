@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from errprop.budget_report import CONVERGED  # noqa: E402
+from errprop.config_diff import arms_differences, arms_sentence  # noqa: E402
 from errprop.demo import default_jobs  # noqa: E402
 from errprop.findings import interval, verdict  # noqa: E402
 from errprop.plots import save_figure  # noqa: E402
@@ -107,6 +108,8 @@ def main() -> None:
              f"DDIM-{fine}) at D = {', '.join(map(str, converged)) or 'none'}; "
              f"not at D = {', '.join(map(str, short)) or 'none'} "
              f"after {steps} steps: there the arms are compared short of convergence."]
+    # the arms at the largest D (they differ across D only in EP's λ = D)
+    diffs = arms_differences(settings.base, arms)
     for n in names[1:]:
         words = [verdict(tests[(n, d)]["lo"], tests[(n, d)]["hi"], "lower") for d in dims]
         signs = [np.sign(tests[(n, d)]["mean"]) for d in dims]
@@ -114,6 +117,7 @@ def main() -> None:
         notes.append(f"- {labels[n]}: " + ", ".join(f"D={d} **{w}**" for d, w in zip(dims, words))
                      + (f"; the mean difference changes sign at D {', '.join(flips)}." if flips else
                         "; the mean difference keeps its sign across D."))
+    notes.append(f"\nAt D = {dims[-1]}: {arms_sentence(diffs, labels)}")
     fig, ax = plt.subplots(figsize=(7, 3.9))
     for i, n in enumerate(names[1:]):
         t = [tests[(n, d)] for d in dims]
@@ -142,7 +146,7 @@ def main() -> None:
                                         for d in dims},
                            "exact": {str(d): studies[d]["summary"]["exact"][PRIMARY] for d in dims},
                            f"learned_gap_ddim{fine}": {str(d): gaps[d] for d in dims},
-                           "converged_within": CONVERGED},
+                           "converged_within": CONVERGED, "config_diff": diffs},
                  rows, "\n".join(notes) + f"\n\n![E5]({plot.name})")
     print(docs / "e5_dimension.md")
 

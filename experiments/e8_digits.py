@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from errprop import config as config_mod
+from errprop.config_diff import arms_differences, arms_sentence
 from errprop.demo import default_jobs
 from errprop.files import cached
 from errprop.findings import interval
@@ -177,6 +178,8 @@ def notes(d: dict) -> str:
             out.append(f"At equal compute ({lab[a]} at {r['budget']} steps against the baseline at "
                        f"{r['baseline_budget']}, step cost {d['cost_ratio'][a]:.2f}×): "
                        f"**{claim_verdict(r['lo'], r['hi'], 'lower')}** (Δ {interval(r)}).")
+    if "config_diff" in d:
+        out.append(arms_sentence(d["config_diff"], lab))
     return " ".join(out)
 
 
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                                       repeats=1 if a.quick else 3))
     print("[e8] step cost over the baseline's: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
     d = numbers(fd, arms, list(range(seeds)), steps, first, ratio)
+    d["config_diff"] = arms_differences(base, arms)
     command = shlex.join(["python", "experiments/e8_digits.py", *(sys.argv[1:] if argv is None else argv)])
     docs = Path(a.docs)
     name = "e8_digits" + ("_quick" if a.quick else "")

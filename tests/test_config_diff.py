@@ -36,3 +36,24 @@ def test_differing_among_several_configs_names_each_value():
     assert diff["loss.sa.K"] == {"a": None, "b": None, "c": 2}
     assert "train.threads" not in diff and "loss.sa.lam" in diff
     assert differing({"a": load(), "b": load("train.seed=4")}) == {}
+
+
+def test_arms_sentence_says_only_the_objective_differs_only_when_it_does():
+    from errprop.config_diff import arms_differences, arms_sentence
+    from errprop.study import Arm
+
+    base = ["data.name=ring8", "train.steps=100"]
+    arms = [Arm("baseline", "baseline", ["loss.name=simple"]),
+            Arm("ip", "IP", ["loss.input_perturbation=0.1"]),
+            Arm("sa2u", "SA-2 uniform t", ["loss.name=sa", "loss.sa.t_sampling=uniform"])]
+    diffs = arms_differences(base, arms)
+    assert diffs["baseline"] == "—" and "⚠" not in diffs["ip"] + diffs["sa2u"]
+    text = arms_sentence(diffs, {"ip": "IP", "sa2u": "SA-2 uniform t"})
+    assert text.startswith("Only the objective differs") and "IP: loss.input_perturbation: 0.0 → 0.1" in text
+    # SA's own antithetic t and a longer training are not the objective: flagged, never "only".
+    arms += [Arm("sa2", "SA-2", ["loss.name=sa"]), Arm("long", "longer", ["train.steps=200"])]
+    diffs = arms_differences(base, arms)
+    text = arms_sentence(diffs, {a.name: a.label for a in arms})
+    assert text.startswith("Not only the objective differs")
+    assert "⚠ loss.t_sampling: uniform → antithetic" in diffs["sa2"] and "⚠ train.steps: 100 → 200" in diffs["long"]
+    assert "Only the objective differs" not in text

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
-from .config_diff import describe, differences  # noqa: E402
+from .config_diff import arms_differences, arms_sentence  # noqa: E402
 from .findings import interval  # noqa: E402
 from .findings import verdict as claim_verdict  # noqa: E402
 from .plots import save_figure  # noqa: E402
@@ -250,18 +250,16 @@ def write_budget_results(out: Path, docs: Path, study: dict, arms: Sequence[Arm]
     ``cost_ratio``: each arm's step cost over the baseline's, measured on this machine."""
     docs = Path(docs)
     d = budget_numbers(study, arms, settings, cost_ratio)
-    cfgs = [config_mod.load(overrides=settings.base + a.overrides) for a in arms]
-    d["config_diff"] = {a.name: describe(differences(cfgs[0], c)) for a, c in zip(arms, cfgs)}
+    d["config_diff"] = arms_differences(settings.base, arms)
+    same = arms_sentence(d["config_diff"], d["labels"])
     d["data"] = label
     plot = plot_budget(d, docs / f"e4_budget_{data}.png")
-    diff = "; ".join(f"{d['labels'][a]}: {t}" for a, t in d["config_diff"].items() if a != "baseline")
     write_result(docs, f"e4_budget_{data}", f"E4 — the objectives against the training budget, {label}",
                       command, d, e4_table(d),
-                      e4_notes(d) + f"\n\nWhat each arm trains differently from the baseline (resolved "
-                      f"configs): {diff}.\n\n![E4]({plot.name})")
+                      e4_notes(d) + f"\n\n{same}\n\n![E4]({plot.name})")
     write_result(docs, f"e6_solvers_{data}", f"E6 — the objectives under better solvers, {label}",
                  command, {k: d[k] for k in ("primary", "steps", "arms", "labels", "seeds", "exact",
                                              "solvers", "samplers", "sampling_steps")},
-                 e6_table(d), e6_notes(d))
+                 e6_table(d), e6_notes(d) + f"\n\n{same}")
     study_json = write_study_summary(docs / f"e4_budget_{data}", study, arms, settings, command)
     return [docs / f"e4_budget_{data}.md", docs / f"e6_solvers_{data}.md", plot, study_json]

@@ -12,7 +12,7 @@ objective.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import Config
@@ -101,3 +101,23 @@ def describe(diff: dict[str, tuple[Any, Any]]) -> str:
         text = f"{k}: {'—' if a is None else a} → {'—' if b is None else b}"
         parts.append(text if is_objective(k) else f"⚠ {text}")
     return "; ".join(parts)
+
+
+def arms_differences(base: Sequence[str], arms: Sequence[Any]) -> dict[str, str]:
+    """For each arm (``name``, ``overrides``; the first is the baseline) what it trains differently
+    from the baseline, :func:`describe`d, on the configs resolved from ``base`` + its overrides."""
+    from .config import load
+
+    cfgs = [load(overrides=[*base, *a.overrides]) for a in arms]
+    return {a.name: describe(differences(cfgs[0], c)) for a, c in zip(arms, cfgs)}
+
+
+def arms_sentence(diffs: Mapping[str, str], labels: Mapping[str, str]) -> str:
+    """The reports' sentence on :func:`arms_differences` (the baseline left out), saying "only the
+    objective differs" only where no ⚠ setting does."""
+    rest = {a: t for a, t in diffs.items() if a != next(iter(diffs))}
+    head = ("Only the objective differs between the arms (checked on the resolved configs)"
+            if not any("⚠" in t for t in rest.values()) else
+            "Not only the objective differs (⚠ below: checked on the resolved configs)")
+    return head + ". What each arm trains differently from the baseline: " + "; ".join(
+        f"{labels.get(a, a)}: {t}" for a, t in rest.items()) + "."
