@@ -47,7 +47,7 @@ from errprop.config_diff import BOOKKEEPING as _NOT_LEARNED
 from errprop.evaluate import Scorer, evaluate
 from errprop.files import atomic_write, write_json
 from errprop.results import write_result
-from errprop.stats import paired, summary
+from errprop.stats import holm, paired, summary
 from errprop.train import pick_device, train_to_end, use_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +288,25 @@ def score_key(a, seed: int, ks: list[int], spacing: str, device: str) -> dict:
             "samplers": list(SAMPLERS), "spacing": spacing, "batch": a.batch, "device": device}
 
 
+def verdict_sentence(pairs: dict, n_seeds: int) -> str:
+    """Which side gives the lower FD, setting by setting, by the 95 % paired interval and by Holm's
+    correction over the settings (computed, never typed)."""
+    def side(r: dict) -> str:
+        lo, hi = r["diff_ci95"]
+        return "errprop" if hi < 0 else "diffusers" if lo > 0 else "neither"
+
+    groups: dict[str, list[str]] = {}
+    for key, r in pairs.items():
+        groups.setdefault(side(r), []).append(key)
+    holm_sig = [k for k, r in pairs.items() if r.get("diff_p_holm", 1.0) < 0.05]
+    words = {"errprop": "errprop's FD is lower (interval below 0)",
+             "diffusers": "diffusers' FD is lower (interval above 0)",
+             "neither": "no difference is resolved (the interval holds 0)"}
+    found = [f"{words[s]} at {', '.join(groups[s])}" for s in words if s in groups]
+    return (f"Over {n_seeds} paired seeds: " + "; ".join(found)
+            + f". Surviving Holm's correction (p_Holm < 0.05): {', '.join(holm_sig) or 'none'}.")
+
+
 def paired_stats(e: list[float], d: list[float]) -> dict:
     """Mean ± sd of both sides and the paired difference e − d with a t-based 95 % interval
     (:func:`errprop.stats.paired`); sds are NaN and the interval None for a single seed."""
@@ -429,6 +448,9 @@ def write(a, device: str, ks: list[int], seeds: list[int], per_seed: dict, param
             key = f"{sampler}-{k}"
             pairs[key] = paired_stats([per_seed[s]["errprop"]["fd"][key] for s in done],
                                       [per_seed[s]["diffusers"]["fd"][key] for s in done])
+    if len(done) > 1:  # the family: every sampler × steps setting, Holm-adjusted
+        for r, ph in zip(pairs.values(), holm([r["diff_p"] for r in pairs.values()])):
+            r["diff_p_holm"] = ph
     floors = [per_seed[s]["floor"] for s in done]
     settings = {"steps": a.steps, "batch_size": BATCH, "n": a.n, "sampling_steps": ks, "seeds": done,
                 "seeds_asked": seeds, "channels": a.channels, "params": params,
@@ -459,13 +481,18 @@ def write(a, device: str, ks: list[int], seeds: list[int], per_seed: dict, param
         f"one scorer for both sides. Floor (n = {per_seed[done[0]]['floor_n']} train images vs test): "
         + ", ".join(f"{f:.3f}" for f in floors) + " (per seed).",
         f"Training wall-clock — errprop: {tr('errprop')}; diffusers: {tr('diffusers')}."])
-    table = [["sampler", "steps", "errprop FD", "diffusers FD", "errprop − diffusers", "95 % CI (t)"]]
+    table = [["sampler", "steps", "errprop FD", "diffusers FD", "errprop − diffusers", "95 % CI (t)",
+              "p_Holm"]]
     for key, r in pairs.items():
         sampler, k = key.split("-")
         ci = "n/a" if r["diff_ci95"] is None else f"[{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]"
         table.append([sampler, k, ms(r["errprop_mean"], r["errprop_sd"]),
-                      ms(r["diffusers_mean"], r["diffusers_sd"]), ms(r["diff_mean"], r["diff_sd"]), ci])
-    notes = "Mean ± sd over seeds; the difference is paired by seed (negative: errprop better)."
+                      ms(r["diffusers_mean"], r["diffusers_sd"]), ms(r["diff_mean"], r["diff_sd"]), ci,
+                      f"{r['diff_p_holm']:.2g}" if "diff_p_holm" in r else "n/a"])
+    notes = ("Mean ± sd over seeds; the difference is paired by seed (negative: errprop better); p_Holm: "
+             f"the paired t-test's p-value Holm-adjusted over the {len(pairs)} settings.")
+    if len(done) > 1:
+        notes += "\n\n" + verdict_sentence(pairs, len(done))
     if a.quick:
         notes += ("\n\n**--quick smoke run: the numbers mean nothing (a few steps, tiny n, a throwaway "
                   "classifier).**")

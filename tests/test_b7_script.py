@@ -51,7 +51,7 @@ def test_report_is_written_by_the_library_with_paired_intervals(b7, tmp_path):
     import json
     import types
 
-    from errprop.stats import paired
+    from errprop.stats import holm, paired
 
     def rec(t):
         return {"train_seconds": t, "resumed": False, "bf16": False, "device": "cpu"}
@@ -72,6 +72,11 @@ def test_report_is_written_by_the_library_with_paired_intervals(b7, tmp_path):
     md = (tmp_path / "b7_vs_diffusers.md").read_text()
     ci = f"[{ref['lo']:+.3f}, {ref['hi']:+.3f}]"
     assert f"| ddim | 2 | 4.000 ± 1.000 | 4.200 ± 0.700 | -0.200 ± 0.300 | {ci} |" in md
+    # the family of settings, Holm-adjusted, and the sentence computed from it
+    p = [stored["paired"][k]["diff_p"] for k in ("ddim-2", "ddpm-2")]
+    assert [stored["paired"][k]["diff_p_holm"] for k in ("ddim-2", "ddpm-2")] == pytest.approx(holm(p))
+    assert "errprop's FD is lower (interval below 0) at ddpm-2" in md
+    assert "no difference is resolved (the interval holds 0) at ddim-2" in md
     assert "Floor (n = 64 train images vs test): 0.500, 0.600, 0.700" in md and "- machine:" in md
 
 

@@ -55,5 +55,6 @@ def test_arms_sentence_says_only_the_objective_differs_only_when_it_does():
     diffs = arms_differences(base, arms)
     text = arms_sentence(diffs, {a.name: a.label for a in arms})
     assert text.startswith("Not only the objective differs")
-    assert "⚠ loss.t_sampling: uniform → antithetic" in diffs["sa2"] and "⚠ train.steps: 100 → 200" in diffs["long"]
+    assert "⚠ loss.t_sampling: uniform → antithetic" in diffs["sa2"]
+    assert "⚠ train.steps: 100 → 200" in diffs["long"]
     assert "Only the objective differs" not in text
