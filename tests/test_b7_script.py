@@ -102,7 +102,7 @@ def test_quick_run_end_to_end(tmp_path):
     r2 = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "b7_vs_diffusers.py"), "--quick",
                          "--runs", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stdout.count("scored already") == 2 and "sampling" not in r2.stdout
+    assert r2.stdout.count("scored already") == 2 and "sampling + scoring" not in r2.stdout
     table = [line for line in report.splitlines() if line.startswith("| dd")]
     again = (tmp_path / "results" / "b7_vs_diffusers.md").read_text()
     assert [line for line in again.splitlines() if line.startswith("| dd")] == table
