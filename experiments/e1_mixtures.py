@@ -56,7 +56,11 @@ def main() -> None:
     except ErrpropError as e:
         p.error(f"--data: {e}")
     if a.rerender:
-        print(rerender(Path(a.docs) / f"e1_{a.data}", label))
+        docs = Path(a.docs) / f"e1_{a.data}"
+        missing = [f for f in ("study.json", "provenance.json") if not (docs / f).is_file()]
+        if missing:
+            p.error(f"--rerender: {docs} has no {' or '.join(missing)} (a finished E1 run writes both)")
+        print(rerender(docs, label))
         return
     chosen = objective_arms(dim, a.only.split(",") if a.only else None)
     steps = 100 if a.quick else a.steps
