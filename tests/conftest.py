@@ -4,7 +4,10 @@ Slow tests (``@pytest.mark.slow``) run in the default suite at a reduced size; s
 ``ERRPROP_FULL=1`` to run them at the size quoted in the docs.
 """
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ import torch
 torch.set_num_threads(2)
 
 FULL = os.environ.get("ERRPROP_FULL") == "1"
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
@@ -29,3 +33,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def script():
+    """Load a script of the repository (``script("experiments/e2_fashion_mnist.py")``) as a module:
+    experiments and benchmarks are files, not a package, and their tests call their functions."""
+
+    def load(path: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

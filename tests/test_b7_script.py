@@ -1,6 +1,5 @@
 """Cheap checks of benchmarks/b7_vs_diffusers.py's helpers (no training, no data)."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -13,12 +12,8 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
-def b7():
-    path = ROOT / "benchmarks" / "b7_vs_diffusers.py"
-    spec = importlib.util.spec_from_file_location("b7_vs_diffusers", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def b7(script):
+    return script("benchmarks/b7_vs_diffusers.py")
 
 
 def test_paired_stats_t_interval(b7):

@@ -1,22 +1,21 @@
 """experiments/e1_mixtures.py --rerender: a committed study's report written again by the current
 generator — the run's numbers and provenance, today's config diffs and Holm-adjusted p-values."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("e1", ROOT / "experiments" / "e1_mixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def e1(script):
+    return script("experiments/e1_mixtures.py")
 
 
-def test_rerender_keeps_numbers_and_provenance_and_flags_the_confound(tmp_path):
+def test_rerender_keeps_numbers_and_provenance_and_flags_the_confound(e1, tmp_path):
     docs = tmp_path / "e1_ring8"
     docs.mkdir()
     for name in ("study.json", "provenance.json"):
@@ -31,7 +30,7 @@ def test_rerender_keeps_numbers_and_provenance_and_flags_the_confound(tmp_path):
     (docs / "study.json").write_text(json.dumps(study))
     prov = json.loads((docs / "provenance.json").read_text())
 
-    md = _module().rerender(docs, "ring of 8 Gaussians (2-D)").read_text()
+    md = e1.rerender(docs, "ring of 8 Gaussians (2-D)").read_text()
 
     again = json.loads((docs / "study.json").read_text())["summary"]
     t = again["paired"]["sa2"]["xent_median ddim-10"]

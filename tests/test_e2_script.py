@@ -2,7 +2,6 @@
 its verdicts by the library's rule with p_Holm, re-rendered from the JSON alone with the original
 provenance, and a study summary the claims table reads."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,11 +17,9 @@ COMMAND = ("python experiments/e2_fashion_mnist.py --steps 10 --n 50 --sampling-
 ORIGINAL = {"commit": "abc1234", "machine": "Some CPU, 2 cores, torch 9.9", "date": "2000-01-01 00:00 UTC"}
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("e2", ROOT / "experiments" / "e2_fashion_mnist.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def e2(script):
+    return script("experiments/e2_fashion_mnist.py")
 
 
 def _fd() -> dict:
@@ -49,15 +46,13 @@ def _old_payload() -> dict:
             "es_b": {"ddim-10": 1.0, "ddim-20": 1.002}, "paired": {"sa2 ddim-10": {"verdict": "lower"}}}
 
 
-def test_fashion_mnist_overrides_load_the_config_file():
-    e2 = _module()
+def test_fashion_mnist_overrides_load_the_config_file(e2):
     size = e2.size(16, 1500)
     assert (config_mod.load(overrides=e2.FASHION_MNIST + size).to_dict()
             == config_mod.load(ROOT / "configs" / "fashion_mnist.yaml", size).to_dict())
 
 
-def test_rerender_gives_the_library_verdicts_with_holm_and_keeps_the_original_provenance(tmp_path):
-    e2 = _module()
+def test_rerender_gives_the_library_verdicts_with_holm_and_keeps_the_original_provenance(e2, tmp_path):
     (tmp_path / "e2_fashion_mnist.json").write_text(json.dumps(_old_payload()))
     payload = e2.rerender(tmp_path)
     assert {k: payload[k] for k in ORIGINAL} == ORIGINAL and payload["command"] == COMMAND
@@ -92,8 +87,7 @@ def test_rerender_gives_the_library_verdicts_with_holm_and_keeps_the_original_pr
         "md": (tmp_path / "e2_fashion_mnist.md").read_bytes()}
 
 
-def test_a_run_and_its_rerender_write_the_same_report(tmp_path):
-    e2 = _module()
+def test_a_run_and_its_rerender_write_the_same_report(e2, tmp_path):
     data = {"config": {"channels": 16, "steps": 10, "n": 50, "samplers": ["ddim"],
                        "sampling_steps": [10, 20]},
             "fd": _fd(), "train_seconds": {"baseline": {0: 1.0, 1: 2.0, 2: 3.0}}, "es_b": {},
@@ -107,8 +101,7 @@ def test_a_run_and_its_rerender_write_the_same_report(tmp_path):
     assert {k: again[k] for k in keys} == {k: first[k] for k in keys}
 
 
-def test_the_study_summary_answers_claims_against_the_baseline_and_the_compute_matched_one(tmp_path):
-    e2 = _module()
+def test_the_study_summary_answers_claims_against_the_baseline_and_the_compute_matched_one(e2, tmp_path):
     (tmp_path / "e2_fashion_mnist.json").write_text(json.dumps(_old_payload()))
     e2.rerender(tmp_path)
     prov = json.loads((tmp_path / "e2_fashion_mnist" / "provenance.json").read_text())
@@ -121,3 +114,40 @@ def test_the_study_summary_answers_claims_against_the_baseline_and_the_compute_m
     cm = claim_row(claim | {"against": "cm"}, tmp_path)
     assert cm[4] == "**contradicted**" and "on compute-matched baseline (20 steps) 8.15;" in cm[3]
     assert "train.steps 20 → 10" in cm[1] and "(2 paired seeds; commit abc1234, Some CPU" in cm[5]
+
+
+def test_a_study_of_some_arms_has_its_own_name_and_a_primary_endpoint_declared_before_it(e2, tmp_path):
+    fd = _fd()
+    fd = {"baseline": fd["baseline"], "sa2u": fd["sa2"]}
+    data = {"config": {"channels": 16, "steps": 10, "n": 50, "samplers": ["ddim"],
+                       "sampling_steps": [10, 20]},
+            "fd": fd, "train_seconds": {"baseline": {0: 1.0}, "sa2u": {0: 2.0}}, "es_b": {},
+            "cm_steps": None, "cm_ratio": None, "missing": [], "name": "e2_uniform_t",
+            "primary_post_hoc": False}
+    payload = e2.write_report(tmp_path, data, "python experiments/e2_fashion_mnist.py --name e2_uniform_t")
+    assert not (tmp_path / "e2_fashion_mnist.md").exists()
+    md = (tmp_path / "e2_uniform_t.md").read_text()
+    assert md.startswith("# E2 — Fashion-MNIST: FD of SA-2 with uniform t against the baseline\n")
+    assert "declared in code (`PRIMARY`) before this run" in md and "post hoc" not in md
+    assert "**SA-2 (λ=1, uniform t)** against the baseline (3 paired seeds): ddim-10 **supported**" in md
+    # the t distribution is the baseline's: the objective is all that differs (checked on the configs)
+    assert "⚠" not in md and "--rerender --name e2_uniform_t" in md
+    assert payload["arms"] == ["baseline", "sa2u"]
+    e2.rerender(tmp_path, "e2_uniform_t")
+    assert (tmp_path / "e2_uniform_t.md").read_text() == md
+    claim = {"id": "x", "claim": "c", "test": "t", "source": "e2_uniform_t/study.json", "arm": "sa2u",
+             "metric": "fd ddim-10", "claimed": "lower", "endpoint": "e", "declared": "before the run"}
+    assert claim_row(claim, tmp_path)[4] == "**supported**"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--arms", "baseline,sa2u"], "needs its own --name"),
+    (["--arms", "sa2,sa2u", "--name", "x"], "must name the baseline"),
+    (["--arms", "baseline,cm", "--name", "x"], "cm (the baseline given SA-2's step cost) needs sa2"),
+    (["--arms", "baseline,sa2u", "--name", "x", "--only", "ep"], "are not in --arms"),
+    (["--seed-list", "0,one"], "--seed-list: '0,one' is not"),
+])
+def test_arms_and_seeds_that_make_no_study_are_usage_errors(e2, argv, words, capsys):
+    with pytest.raises(SystemExit):
+        e2.main(argv)
+    assert words in capsys.readouterr().err

@@ -1,6 +1,5 @@
 """experiments/e7_learned_split.py end to end on a tiny digits run (--quick: numbers not meaningful)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,15 +8,13 @@ from errprop.cli import main
 ROOT = Path(__file__).parents[1]
 
 
-def test_e7_quick_writes_the_split_table(tmp_path):
+def test_e7_quick_writes_the_split_table(tmp_path, script):
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--set", "data.name=digits", "--set", "model.net=unet",
                  "--set", "model.channels=8", "--set", "model.channel_mult=[1]", "--set",
                  "train.steps=2", "--set", "train.batch_size=8", "--no-progress"]) == 0
-    spec = importlib.util.spec_from_file_location("e4", ROOT / "experiments" / "e7_learned_split.py")
-    e4 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(e4)
-    assert e4.main([str(run), "--quick", "--label", "digits", "--docs", str(tmp_path / "docs")]) == 0
+    e7 = script("experiments/e7_learned_split.py")
+    assert e7.main([str(run), "--quick", "--label", "digits", "--docs", str(tmp_path / "docs")]) == 0
     md = (tmp_path / "docs" / "e7_learned_split_digits_quick.md").read_text()
     assert "| 4 |" in md and "| 8 |" in md and "--quick" in md and "D* " in md
     res = json.loads((tmp_path / "docs" / "e7_learned_split_digits_quick.json").read_text())

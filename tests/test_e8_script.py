@@ -1,7 +1,6 @@
 """experiments/e8_digits.py end to end at its --quick size (numbers not meaningful), and its
 bookkeeping on made-up FDs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,11 +12,9 @@ from errprop.study import objective_arms
 ROOT = Path(__file__).parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("e8", ROOT / "experiments" / "e8_digits.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def e8(script):
+    return script("experiments/e8_digits.py")
 
 
 def _fd(e8, arms, seeds, steps, first, shift):
@@ -32,8 +29,7 @@ def _fd(e8, arms, seeds, steps, first, shift):
     return out
 
 
-def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run():
-    e8 = _module()
+def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run(e8):
     arms = objective_arms(e8.D, ["sa2", "ep"])
     seeds = [0, 1, 2]
     fd = _fd(e8, arms, seeds, 8, 2, {"baseline": 0.0, "sa2": -1.0, "ep": 0.0})
@@ -56,8 +52,7 @@ def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run()
 
 
 @pytest.mark.slow
-def test_quick_run_writes_the_result_and_a_claim_the_table_can_read(tmp_path):
-    e8 = _module()
+def test_quick_run_writes_the_result_and_a_claim_the_table_can_read(e8, tmp_path):
     docs = tmp_path / "docs"
     assert e8.main(["--quick", "--jobs", "1", "--only", "sa2", "--out", str(tmp_path / "runs"),
                     "--docs", str(docs)]) == 0
