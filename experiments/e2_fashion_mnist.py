@@ -525,8 +525,8 @@ def write_report(docs: Path, data: dict, command: str, provenance: dict | None =
     data = {"name": NAME, "primary_post_hoc": True} | data  # (E2 itself, unless the data says)
     d, rows, text, after = render(data)
     name = data["name"]
-    payload = write_result(docs, name, title(d["arms"]), command, {**{k: data[k] for k in RAW}, **d}, rows, after, text,
-                           provenance=provenance)
+    payload = write_result(docs, name, title(d["arms"]), command, {**{k: data[k] for k in RAW}, **d},
+                           rows, after, text, provenance=provenance)
     summ, arms, settings = study_summary(data, d)
     write_study_summary(docs / name, {"summary": summ}, arms, settings, command, provenance=provenance)
     return payload
