@@ -59,8 +59,6 @@ from errprop.study import MIXTURE_MODEL, mixture
 from errprop.train import train_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
-# The command line that reran this benchmark, recorded in its results and in each FD it asks for.
-COMMAND = shlex.join(["python", "benchmarks/b8_optimal_grids.py", *sys.argv[1:]])
 DEFAULT_DATA, DEFAULT_SAMPLERS, DEFAULT_STEPS = "ring8,random16", "ddim,ddpm", "5,10,20"
 HAND = {"trailing": ("uniform", {"spacing": "trailing"}), "leading": ("uniform", {"spacing": "leading"}),
         "linspace": ("uniform", {"spacing": "linspace"}), "quadratic": ("quadratic", {}),
@@ -174,6 +172,8 @@ def main() -> None:
     p.add_argument("--images", help="a folder of trained image runs seed*/ (FD instead of exact xent)")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    # the command line that ran this benchmark, recorded in its results and in each FD it asks for
+    a.command = shlex.join(["python", "benchmarks/b8_optimal_grids.py", *sys.argv[1:]])
     try:
         for sampler in a.samplers.split(","):
             get_sampler(sampler)
@@ -262,7 +262,7 @@ def images(a) -> None:
                     cfg = dataclasses.replace(run.config, sample=sc)
                     r = evaluate(dataclasses.replace(run, config=cfg), [k], [sampler], "fd", n=a.n,
                                  seed=1000 + seed, device=a.device, progress=False,
-                                 command=COMMAND)
+                                 command=a.command)
                     res["scores"][name] = {METRIC: row(r, sampler, k)["value"], "floor": r["floor"]}
                     write_cached(cache, key, res)  # after every grid: an interruption loses one FD
                 results.setdefault(data, {}).setdefault(f"{sampler}-{k}", {})[seed] = res
@@ -280,7 +280,7 @@ def nfe_of(setting: str) -> tuple[int, int]:
 def write(a, out: Path, results: dict, names, samplers, ks, metric_label: str | None = None,
           name: str = "b8_optimal_grids") -> None:
     prov = provenance()
-    command = COMMAND
+    command = a.command
     per_step = all(nfe(s, k) == k for s in samplers for k in ks)  # NFE = steps: say NFE
     lines = ["# B8 — error-optimal grids vs hand-made grids (exact, Gaussian mixtures)", "",
              f"Command: `{command}`  ", f"Commit {prov['commit']}, {prov['machine']}, {prov['date']}.  ",

@@ -95,8 +95,10 @@ def size(channels: int, steps: int) -> list[str]:
     return [f"model.channels={channels}", f"train.steps={steps}", f"train.ckpt_every={steps}"]
 
 
-def _score(run_dir: Path, out: Path, key: dict, ks, samplers, n, device, b: float | None = None) -> dict:
-    """FD results of a run (cached in ``out``); ``b``: sample with ε-scaling."""
+def _score(run_dir: Path, out: Path, key: dict, ks, samplers, n, device, b: float | None = None,
+           command: str | None = None) -> dict:
+    """FD results of a run (cached in ``out``); ``b``: sample with ε-scaling; ``command``: the
+    command line that asked for them, recorded in evaluate's file."""
 
     def compute() -> dict:
         run = load_run(run_dir, device=device)
@@ -105,7 +107,7 @@ def _score(run_dir: Path, out: Path, key: dict, ks, samplers, n, device, b: floa
             es_dir.mkdir(parents=True, exist_ok=True)
             run = dataclasses.replace(run, denoiser=EpsilonScaled(run.denoiser, b), path=es_dir)
         return evaluate(run, ks, samplers, "fd", n=n, seed=key["seed"], batch_size=500, device=device,
-                        progress=False)
+                        progress=False, command=command)
 
     return cached(out, key, compute)
 
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         vars(a).update(QUICK)
     device = str(pick_device(a.device))
+    command = shlex.join(["python", "experiments/e2_fashion_mnist.py",
+                          *[x for x in (sys.argv[1:] if argv is None else argv) if x != "--report"]])
     ks = [int(k) for k in a.sampling_steps.split(",")]
     samplers = a.samplers.split(",")
     out = Path(a.out) / ("quick" if a.quick else f"c{a.channels}-s{a.steps}")
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             key = {"seed": seed, "n": a.n, "steps": ks, "samplers": samplers}
             print(f"[e2] {name} seed {seed}: FD", flush=True)
             fd.setdefault(name, {})[seed] = _score(run_dir, run_dir / "e2_fd.json", key, ks, samplers,
-                                                   a.n, device)
+                                                   a.n, device, command=command)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, (_, overrides) in ARMS.items():
@@ -285,13 +289,11 @@ def main(argv: list[str] | None = None) -> None:
         base[:] = saved_base
     best_b: dict = {}
     if "es" in only and seed_list is None:
-        best_b = _epsilon_scaling(a, out, ks, samplers, device, fd, missing)
+        best_b = _epsilon_scaling(a, out, ks, samplers, device, fd, missing, command)
     if only != arms:
         print(f"[e2] done: {sorted(only)}; rerun without --only and --seed-list to write the report",
               flush=True)
         return
-    command = shlex.join(["python", "experiments/e2_fashion_mnist.py",
-                          *[x for x in (sys.argv[1:] if argv is None else argv) if x != "--report"]])
     data = {"config": {"channels": a.channels, "steps": a.steps, "n": a.n, "samplers": samplers,
                        "sampling_steps": ks},
             "fd": fd, "train_seconds": times, "es_b": best_b, "cm_steps": cm_steps if "cm" in fd else None,
@@ -304,11 +306,11 @@ def main(argv: list[str] | None = None) -> None:
     print((docs / f"{a.name}.md").read_text())
 
 
-def _epsilon_scaling(a, out: Path, ks, samplers, device, fd: dict, missing: list) -> dict:
+def _epsilon_scaling(a, out: Path, ks, samplers, device, fd: dict, missing: list, command: str) -> dict:
     """The ε-scaling arm: b per (sampler, steps) from a search on seed-0's baseline with sample seed
     99, then the baseline's seeds sampled with it (added to ``fd``). Returns b per setting."""
     best_b = {}
-    score = (lambda d, f, key, *rest, b: read_cached(f, key)) if a.report else _score  # noqa: E731
+    score = (lambda d, f, key, *rest, b, command=None: read_cached(f, key)) if a.report else _score  # noqa: E731
     for sampler in samplers:
         for k in ks:
             scores = {}
@@ -332,7 +334,7 @@ def _epsilon_scaling(a, out: Path, ks, samplers, device, fd: dict, missing: list
                 key = {"seed": seed, "n": a.n, "steps": [k], "samplers": [sampler], "b": b}
                 d = out / "baseline" / f"seed{seed}"
                 r = None if b is None else score(d, d / f"es_{sampler}{k}.json", key, [k], [sampler],
-                                                 a.n, device, b=b)
+                                                 a.n, device, b=b, command=command)
                 rows += [row(r, sampler, k)] if r is not None else []
         if len(rows) < len(ks) * len(samplers) or seed not in fd.get("baseline", {}):
             missing.append(f"es seed {seed}")
