@@ -6,6 +6,11 @@ with the train-vs-test floor at the same n. Prints a table and writes JSON + Mar
 
     python benchmarks/b4_quality.py --steps 8000 --n 10000 --device cuda      # the reported run
     python benchmarks/b4_quality.py --quick                                   # smoke run on a CPU
+    python benchmarks/b4_quality.py --rerender        # the report again from docs/results/b4_quality.json
+
+The report is a function of the stored results (:func:`render`): a column scored before its
+objective's training finished (an interrupted run, before issue 9's guards) is flagged in it,
+generated from the training step each score records.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from errprop import config
 from errprop.builders import load_run
 from errprop.compare import describe_loss
+from errprop.errors import ErrpropError
 from errprop.evaluate import evaluate
 from errprop.results import markdown_table, write_result
 from errprop.train import train_to_end
@@ -40,7 +46,14 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"), help="where the results go")
     p.add_argument("--only", default=None, help="comma-separated subset of objectives")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
+    p.add_argument("--rerender", action="store_true",
+                   help="write the report again from <out>/b4_quality.json (runs nothing; keeps the "
+                        "run's command, commit, machine and date)")
     a = p.parse_args()
+    if a.rerender:
+        rerender(Path(a.out))
+        print((Path(a.out) / "b4_quality.md").read_text(), flush=True)
+        return
     if a.quick:
         a.steps, a.n, a.sampling_steps = 20, 200, "5"
     from errprop.train import pick_device
@@ -82,25 +95,69 @@ def command_of(a) -> str:
 def write(a, device: str, ks: list[int], samplers: list[str], results: dict) -> None:
     """Write docs/results/b4_quality.{json,md} for the objectives finished so far (the commit is
     ``$ERRPROP_COMMIT`` where the tree runs outside its checkout, see errprop.provenance)."""
-    command = command_of(a)
+    settings = {"train_steps": a.steps, "batch_size": 128, "n": a.n, "device": device,
+                "samplers": samplers, "sampling_steps": ks}
+    write_report(Path(a.out), settings, results, command_of(a))
+    print((Path(a.out) / "b4_quality.md").read_text(), flush=True)
+
+
+def render(settings: dict, results: dict) -> tuple[str, list[list[str]], str]:
+    """(intro, table, notes) of B4's results: FD per objective and setting, the floor, the training
+    wall-clocks, and a warning for every objective scored before its training finished."""
     first = next(iter(results.values()))
-    intro = (f"Device {device}. Training: {a.steps} steps × batch 128 for every objective, same seed, "
-             "EMA weights. Metric: Fréchet distance on the features of errprop's Fashion-MNIST "
-             f"classifier, n = {a.n} samples vs the 10,000 test images.\n\n"
+    device = f"Device {settings['device']}. " if "device" in settings else ""
+    intro = (f"{device}Training: {settings['train_steps']} steps × batch {settings['batch_size']} for "
+             "every objective, same seed, EMA weights. Metric: Fréchet distance on the features of "
+             f"errprop's Fashion-MNIST classifier, n = {settings['n']} samples vs the 10,000 test images.\n\n"
              f"Floor (train subset of n = {first['floor_n']} vs test): **{first['floor']:.3f}**. "
              f"Classifier test accuracy {first['classifier_test_accuracy']:.4f}.")
+    short = [o for o, r in results.items() if r["train_step"] != settings["train_steps"]]
+    if short:
+        intro += "\n\n" + " ".join(
+            f"⚠ **The {results[o]['objective']} column is not a result of its objective**: it was scored "
+            f"at training step {results[o]['train_step']} of {settings['train_steps']} (its training was "
+            "interrupted and the model scored anyway)." for o in short)
+    if "samplers" in settings:
+        order = [(s, k) for s in settings["samplers"] for k in settings["sampling_steps"]]
+    else:  # (an older file: the settings in the order its results hold them)
+        order = [(r["sampler"], r["steps"]) for r in first["results"]]
     table = [["sampler", "steps", *(r["objective"] for r in results.values())]]
-    for sampler in samplers:
-        for k in ks:
-            vals = [next(r["value"] for r in res["results"] if (r["sampler"], r["steps"]) == (sampler, k))
-                    for res in results.values()]
-            table.append([sampler, str(k), *(f"{v:.3f}" for v in vals)])
+    for sampler, k in order:
+        vals = [next(r["value"] for r in res["results"] if (r["sampler"], r["steps"]) == (sampler, k))
+                for res in results.values()]
+        table.append([sampler, str(k), *(f"{v:.3f}" for v in vals)])
     wall = [[r["objective"], str(r["train_seconds"])] for r in results.values()]
     notes = "\n".join(markdown_table([["objective", "training wall-clock (s)"], *wall]))
-    write_result(a.out, "b4_quality", "B4 — Fashion-MNIST sample quality against sampling steps", command,
-                 {"settings": {"train_steps": a.steps, "batch_size": 128, "n": a.n, "device": device},
-                  "results": results}, table, notes, intro=intro)
-    print((Path(a.out) / "b4_quality.md").read_text(), flush=True)
+    return intro, table, notes
+
+
+def write_report(out: Path, settings: dict, results: dict, command: str,
+                 provenance: dict | None = None) -> dict:
+    """``out/b4_quality.{json,md}`` from the results; ``provenance``: the original run's, when
+    re-rendering. Returns the JSON payload."""
+    intro, table, notes = render(settings, results)
+    return write_result(out, "b4_quality", TITLE, command, {"settings": settings, "results": results},
+                        table, notes, intro=intro, provenance=provenance)
+
+
+def rerender(out: Path) -> dict:
+    """Write ``out/b4_quality.{json,md}`` again from ``out/b4_quality.json`` alone, under the run's
+    own command, commit, machine and date. A file from before results were written by
+    :func:`errprop.results.write_result` kept these under ``meta``."""
+    path = out / "b4_quality.json"
+    if not path.is_file():
+        raise ErrpropError(f"--rerender: {path} does not exist (a finished B4 run writes it)")
+    payload = json.loads(path.read_text())
+    meta = payload.get("meta", payload)
+    keys = ("command", "commit", "machine", "date")
+    if missing := [k for k in keys if k not in meta]:
+        raise ErrpropError(f"--rerender: {path} records no {', '.join(missing)}")
+    settings = payload.get("settings") or {k: meta[k] for k in ("train_steps", "batch_size", "n")}
+    prov = {k: meta[k] for k in keys[1:]}
+    return write_report(out, settings, payload["results"], meta["command"], provenance=prov)
+
+
+TITLE = "B4 — Fashion-MNIST sample quality against sampling steps"
 
 
 if __name__ == "__main__":
