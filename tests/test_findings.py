@@ -219,7 +219,9 @@ def test_a_claim_can_name_the_arm_it_is_compared_against(tmp_path):
                       {"name": "cm", "label": "compute-matched baseline", "overrides": ["train.steps=200"]}],
              "summary": {"arms": {"baseline": {"m": {"mean": 3.0}}, "cm": {"m": {"mean": 2.0}}},
                          "paired": {"sa": {"m": pair(-2, -1, 5)}},
-                         "paired_against": {"cm": {"sa": {"m": pair(0.5, 1.5) | {"p_holm": 0.04}}}}}}
+                         # p_Holm is over the family of tests against the same arm: here 2
+                         "paired_against": {"cm": {"sa": {"m": pair(0.5, 1.5) | {"p_holm": 0.04},
+                                                          "m2": pair(-1, 1) | {"p_holm": 0.9}}}}}}
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "study.json").write_text(json.dumps(study))
     claim = {"id": "1", "claim": "c", "test": "t", "source": "s/study.json", "arm": "sa", "metric": "m",
@@ -227,7 +229,7 @@ def test_a_claim_can_name_the_arm_it_is_compared_against(tmp_path):
     base = claim_row(claim, tmp_path)  # against defaults to the baseline
     assert base[3] == "-1.5 [-2, -1] on baseline 3" and base[4] == "**supported**" and "⚠" not in base[1]
     cm = claim_row(claim | {"against": "cm"}, tmp_path)
-    assert cm[3] == "+1 [+0.5, +1.5] on compute-matched baseline 2; p_Holm 0.04"
+    assert cm[3] == "+1 [+0.5, +1.5] on compute-matched baseline 2; p_Holm 0.04 (family of 2)"
     assert cm[4] == "**contradicted**" and "(2 paired seeds;" in cm[5]
     assert cm[1] == "t — ⚠ not only the objective differs: train.steps 200 → 100"
     with pytest.raises(ErrpropError, match="against 'ep'"):

@@ -169,7 +169,11 @@ def claim_row(claim: dict, results: Path) -> list[str]:
         raise ErrpropError(f"claim {claim['id']}: {source} has no {e} for arm {claim['arm']!r} against "
                            f"{against!r}, metric {claim['metric']!r}") from None
     word = verdict(d["lo"], d["hi"], claim["claimed"])
-    holm = f"; p_Holm {d['p_holm']:.2g}" if "p_holm" in d else ""
+    # a p_Holm is only read with its family: the tests of the study it was corrected over (every
+    # arm × metric against the same reference), which differs between studies
+    family = summ["paired"] if against == "baseline" else summ["paired_against"][against]
+    size = sum("p_holm" in t for tests in family.values() for t in tests.values())
+    holm = f"; p_Holm {d['p_holm']:.2g} (family of {size})" if "p_holm" in d else ""
     prov = _study_provenance(source.parent)
     where = (f"`{claim['source']}` ({d['n']} paired seeds; commit {prov.get('commit', '?')}, "
              f"{prov.get('cpu', '?')}, {prov.get('date', '?')})")
