@@ -28,6 +28,7 @@ import torch
 
 from errprop.demo import default_jobs
 from errprop.errors import ErrpropError
+from errprop.files import cached
 from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes, step_costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,13 @@ def main() -> None:
     docs = Path(a.docs) if not a.quick else out
     from errprop.budget_report import write_budget_results  # (imported late: a long run's code)
 
-    # Each arm's step cost over the baseline's, measured here A B A B (the compute-matched pairs)
-    costs = step_costs(settings.base, arms, steps=150 if a.quick else 600, skip=50 if a.quick else 100)
+    # Each arm's step cost over the baseline's, measured here A B A B (the compute-matched pairs),
+    # once per run folder: a rerun (e.g. after more seeds) keeps the ratios its pairs were chosen by,
+    # not a new timing taken on whatever else the machine then runs
+    n, skip = (150, 50) if a.quick else (600, 100)
+    costs = cached(out / "step_costs.json", {"base": settings.base, "arms": [x.name for x in arms],
+                                            "steps": n, "skip": skip},
+                   lambda: step_costs(settings.base, arms, steps=n, skip=skip))
     print("[e4] step cost over the baseline's: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
     for path in write_budget_results(out, docs, study, arms, settings, a.data, label, command, costs):
         print(path)
