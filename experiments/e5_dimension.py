@@ -8,9 +8,11 @@ D-dimensional density grows with D, so Δ is also given per dimension (Δ / D).
 
     python experiments/e5_dimension.py --seeds 5 --steps 4000
     python experiments/e5_dimension.py --dims 2,8 --seeds 2 --quick   # smoke run
+    python experiments/e5_dimension.py --dims 128,512 --width 512      # a wider network for large D
 
 Resumable (each D is a cached study under ``<out>/random<D>/``). Writes the result files
-``docs/results/e5_dimension.*`` and each D's summary under ``docs/results/e5_dimension/``.
+``docs/results/e5_dimension.*`` and each D's summary under ``docs/results/e5_dimension/`` (with
+``--width W`` other than the mixtures' 128: ``e5_dimension_wW``, its runs under ``random<D>_wW/``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
+WIDTH = 128  # MIXTURE_MODEL's
 PRIMARY = "xent_median ddim-10"
 
 
@@ -55,6 +58,9 @@ def main() -> None:
     p.add_argument("--dims", default="2,8,32,128,512", help="comma-separated dimensions D")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--steps", type=int, default=4000, help="training steps of every arm at every D")
+    p.add_argument("--width", type=int, default=WIDTH,
+                   help=f"the MLP's width at every D (the mixtures' network: {WIDTH}); a study of another "
+                        "width is a result of its own")
     p.add_argument("--only", default=None, help="comma-separated arm names (baseline is always run)")
     p.add_argument("--out", default=str(ROOT / "runs" / "e5"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
@@ -68,7 +74,12 @@ def main() -> None:
             raise ValueError
     except ValueError:
         p.error(f"--dims: expected comma-separated positive integers, got {a.dims!r}")
+    if a.width < 1:
+        p.error(f"--width: expected a positive integer, got {a.width}")
     steps = 100 if a.quick else a.steps
+    model = [o for o in MIXTURE_MODEL if not o.startswith("model.width=")] + [f"model.width={a.width}"]
+    tag = "" if a.width == WIDTH else f"_w{a.width}"
+    name = f"e5_dimension{tag}"
     command = shlex.join(["python", "experiments/e5_dimension.py", *sys.argv[1:]])
     docs = Path(a.out) / "quick" if a.quick else Path(a.docs)
     torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
@@ -77,11 +88,11 @@ def main() -> None:
         data, dim, label = mixture(f"random{d}")
         arms = objective_arms(dim, a.only.split(",") if a.only else ARMS)
         settings = Settings(
-            base=data + MIXTURE_MODEL + [f"train.steps={steps}", f"train.ckpt_every={steps}"],
+            base=data + model + [f"train.steps={steps}", f"train.ckpt_every={steps}"],
             seeds=list(range(a.seeds)), samplers=["ddim"], **sizes(a.quick))
         print(f"[e5] D = {d}: {label}", flush=True)
-        studies[d] = run_study(Path(a.out) / f"random{d}", arms, settings, progress=False, jobs=a.jobs)
-        write_study_summary(docs / "e5_dimension" / f"random{d}", studies[d], arms, settings, command)
+        studies[d] = run_study(Path(a.out) / f"random{d}{tag}", arms, settings, progress=False, jobs=a.jobs)
+        write_study_summary(docs / name / f"random{d}", studies[d], arms, settings, command)
     names = [x.name for x in arms]
     labels = {x.name: x.label for x in arms} | ({"ep": "EP (L=5, λ=D)"} if "ep" in names else {})
     # The family: every arm × every D on the primary endpoint.
@@ -102,8 +113,9 @@ def main() -> None:
                     + [interval(tests[(n, d)]) for n in names[1:]]
                     + [f"{tests[(n, d)]['mean'] / d:+.3g}" for n in names[1:]])
     notes = [f"Primary endpoint (declared before the run): {PRIMARY} (nats); {a.seeds} paired seeds; "
-             f"{steps} training steps for every arm at every D; p_Holm over {len(names) - 1} arms × "
-             f"{len(dims)} dimensions. Verdict rule: errprop.findings.verdict (does the arm lower it?).",
+             f"{steps} training steps for every arm at every D (MLP of width {a.width}, depth 2); "
+             f"p_Holm over {len(names) - 1} arms × {len(dims)} dimensions. Verdict rule: "
+             "errprop.findings.verdict (does the arm lower it?).",
              f"Converged (E4's test: the baseline within {CONVERGED} nats of the exact denoiser at "
              f"DDIM-{fine}) at D = {', '.join(map(str, converged)) or 'none'}; "
              f"not at D = {', '.join(map(str, short)) or 'none'} "
@@ -136,11 +148,11 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plot = save_figure(fig, docs / "e5_dimension.png", dpi=110)
-    write_result(docs, "e5_dimension", "E5 — the objectives against the data's dimension (random "
-                 "mixtures)", command,
+    plot = save_figure(fig, docs / f"{name}.png", dpi=110)
+    write_result(docs, name, "E5 — the objectives against the data's dimension (random mixtures"
+                 + (f", MLP width {a.width})" if tag else ")"), command,
                  {"primary": PRIMARY, "dims": dims, "steps": steps, "seeds": list(range(a.seeds)),
-                           "arms": names, "labels": labels,
+                           "arms": names, "labels": labels, "width": a.width,
                            "paired": {f"{n} D={d}": t for (n, d), t in tests.items()},
                            "baseline": {str(d): studies[d]["summary"]["arms"]["baseline"][PRIMARY]
                                         for d in dims},
@@ -148,7 +160,7 @@ def main() -> None:
                            f"learned_gap_ddim{fine}": {str(d): gaps[d] for d in dims},
                            "converged_within": CONVERGED, "config_diff": diffs},
                  rows, "\n".join(notes) + f"\n\n![E5]({plot.name})")
-    print(docs / "e5_dimension.md")
+    print(docs / f"{name}.md")
 
 
 if __name__ == "__main__":
