@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         seed_list = {int(x) for x in a.seed_list.split(",")} if a.seed_list else None
     except ValueError:
         p.error(f"--seed-list: {a.seed_list!r} is not a comma-separated list of integers")
-    if seed_list is not None:
-        only.add("--seed-list")  # (a part of the seeds is never a complete run: no report)
+    complete = only == arms and seed_list is None  # (only a complete run writes the report)
     if a.quick:
         vars(a).update(QUICK)
     device = str(pick_device(a.device))
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     best_b: dict = {}
     if "es" in only and seed_list is None:
         best_b = _epsilon_scaling(a, out, ks, samplers, device, fd, missing, command)
-    if only != arms:
+    if not complete:
         print(f"[e2] done: {sorted(only)}; rerun without --only and --seed-list to write the report",
               flush=True)
         return

@@ -151,3 +151,23 @@ def test_arms_and_seeds_that_make_no_study_are_usage_errors(e2, argv, words, cap
     with pytest.raises(SystemExit):
         e2.main(argv)
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_study_split_across_processes_by_seed_gives_one_report(e2, tmp_path, capsys):
+    from errprop.data.images import FASHION_MNIST_ROOT
+
+    if not (FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST is not installed (the README's setup installs it)")
+    args = ["--quick", "--arms", "baseline,sa2u", "--name", "split", "--out", str(tmp_path)]
+    e2.main([*args, "--only", "sa2u", "--seed-list", "1"])  # one process: SA-2 uniform-t seed 1 only
+    runs = tmp_path / "quick"
+    assert (runs / "sa2u" / "seed1" / "e2_fd.json").is_file()
+    assert not (runs / "sa2u" / "seed0").exists() and not (runs / "baseline").exists()
+    assert not (runs / "split.md").exists()
+    assert "rerun without --only and --seed-list" in capsys.readouterr().out
+    e2.main(args)  # the run without them: trains what is left, reads seed 1 back, writes the report
+    out = capsys.readouterr().out
+    assert "sa2u seed 1: training" not in out and "sa2u seed 0: training" in out
+    payload = json.loads((runs / "split.json").read_text())
+    assert payload["seeds"] == {"baseline": [0, 1], "sa2u": [0, 1]} and payload["primary_post_hoc"] is False
