@@ -214,6 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     complete = only == arms and seed_list is None  # (only a complete run writes the report)
     if a.quick:
         vars(a).update(QUICK)
+    n_seeds = {"baseline": a.seeds, "sa2": a.seeds, "sa2u": a.seeds, "ep": a.seeds_other,
+               "ip": a.seeds_other, "cm": a.seeds_other if a.seeds_cm is None else a.seeds_cm,
+               "es": a.seeds_other}
+    if seed_list is not None and (bad := sorted(x for x in seed_list
+                                                if not any(0 <= x < n_seeds[arm] for arm in only))):
+        p.error(f"--seed-list: seed(s) {bad} belong to none of the arms run here ({', '.join(sorted(only))}: "
+                f"seeds 0..N-1 of --seeds / --seeds-other / --seeds-cm)")
     device = str(pick_device(a.device))
     command = shlex.join(["python", "experiments/e2_fashion_mnist.py",
                           *[x for x in (sys.argv[1:] if argv is None else argv) if x != "--report"]])
@@ -222,8 +229,6 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out) / ("quick" if a.quick else f"c{a.channels}-s{a.steps}")
     base = [f"model.channels={a.channels}", f"train.steps={a.steps}", f"train.ckpt_every={a.steps}",
             f"train.device={device}", "train.log_every=100"]
-    seeds = {"baseline": a.seeds, "sa2": a.seeds, "sa2u": a.seeds, "ep": a.seeds_other,
-             "ip": a.seeds_other}
     times: dict = {}
     fd: dict = {}
 
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, (_, overrides) in ARMS.items():
         if name in only:
-            run_arm(name, overrides, seeds[name])
+            run_arm(name, overrides, n_seeds[name])
     # Compute-matched baseline: the steps the baseline makes in SA-2's time per step. Whole-run
     # wall-clocks follow the machine's load (the arms train side by side with other jobs), so the
     # ratio is timed interleaved, once, and cached.
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         base_cm += [f"train.steps={cm_steps}", f"train.ckpt_every={cm_steps}"]
         saved_base, base[:] = list(base), base_cm
         if "cm" in only and ratio == ratio:
-            run_arm("cm", [], a.seeds_other if a.seeds_cm is None else a.seeds_cm)
+            run_arm("cm", [], n_seeds["cm"])
         elif a.report:
             missing.append("cm (not started)")
         base[:] = saved_base
