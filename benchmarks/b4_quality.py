@@ -31,6 +31,7 @@ from errprop.train import train_to_end
 ROOT = Path(__file__).parents[1]
 OBJECTIVES = {"baseline": "fashion_mnist.yaml", "sa2": "fashion_mnist_sa2.yaml",
               "ep": "fashion_mnist_ep.yaml"}
+TITLE = "B4 — Fashion-MNIST sample quality against sampling steps"
 
 
 def main() -> None:
@@ -155,9 +156,6 @@ def rerender(out: Path) -> dict:
     settings = payload.get("settings") or {k: meta[k] for k in ("train_steps", "batch_size", "n")}
     prov = {k: meta[k] for k in keys[1:]}
     return write_report(out, settings, payload["results"], meta["command"], provenance=prov)
-
-
-TITLE = "B4 — Fashion-MNIST sample quality against sampling steps"
 
 
 if __name__ == "__main__":

@@ -301,10 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {"config": {"channels": a.channels, "steps": a.steps, "n": a.n, "samplers": samplers,
                        "sampling_steps": ks},
             "fd": fd, "train_seconds": times, "es_b": best_b, "cm_steps": cm_steps if "cm" in fd else None,
-            "cm_ratio": ratio if ratio == ratio else None, "missing": missing, "name": a.name,
-            # E2 itself ran before its primary endpoint was declared; a study of some of its arms
-            # under another name is run after it (PRIMARY in this file, before that run)
-            "primary_post_hoc": a.name == NAME}
+            "cm_ratio": ratio if ratio == ratio else None, "missing": missing, "name": a.name}
     docs = Path(a.docs) if not a.quick else out
     write_report(docs, data, command)
     print((docs / f"{a.name}.md").read_text())
@@ -349,8 +346,7 @@ def _epsilon_scaling(a, out: Path, ks, samplers, device, fd: dict, missing: list
 
 
 #: The keys of the result data the report is computed from; the rest of the JSON is derived.
-RAW = ("config", "fd", "train_seconds", "es_b", "cm_steps", "cm_ratio", "missing", "name",
-       "primary_post_hoc")
+RAW = ("config", "fd", "train_seconds", "es_b", "cm_steps", "cm_ratio", "missing", "name")
 #: The provenance keys a result file carries (:func:`errprop.provenance.provenance`).
 PROVENANCE = ("commit", "machine", "date", "cpu", "cpu_flags", "gpu", "python")
 
@@ -412,7 +408,9 @@ def verdicts(data: dict, d: dict) -> str:
            "claimed for every arm: the paired 95 % interval of Δ entirely below 0 is *supported*, entirely "
            f"above *contradicted*, otherwise *not decidable*; p_Holm over the {n_holm} arm × setting tests "
            f"that have an interval). Primary endpoint: FD at {d['primary']}, "
-           + ("declared after E2 ran (post hoc)" if data["primary_post_hoc"] else "declared in code "
+           # E2 itself ran before its primary endpoint was declared; a study of some of its arms,
+           # under its own name, runs after it (PRIMARY in this file, before that run)
+           + ("declared after E2 ran (post hoc)" if data["name"] == NAME else "declared in code "
               "(`PRIMARY`) before this run") + "; the other settings are secondary."]
     for a in d["arms"][1:]:
         n = len(d["paired_seeds"][a])
@@ -528,7 +526,7 @@ def write_report(docs: Path, data: dict, command: str, provenance: dict | None =
     """``docs/e2_fashion_mnist.{json,md}`` and ``docs/e2_fashion_mnist/{study,provenance}.json``
     from the result data; ``provenance``: the original run's, when re-rendering (default: this
     process's). Returns the JSON payload."""
-    data = {"name": NAME, "primary_post_hoc": True} | data  # (E2 itself, unless the data says)
+    data = {"name": NAME} | data  # (E2 itself, unless the data names another study; older files)
     d, rows, text, after = render(data)
     name = data["name"]
     payload = write_result(docs, name, title(d["arms"]), command, {**{k: data[k] for k in RAW}, **d},
@@ -557,8 +555,6 @@ def result_data(payload: dict) -> dict:
         data["cm_steps"] = cm.pop() if cm else None
     data.setdefault("cm_ratio", None)
     data.setdefault("missing", [])
-    data.setdefault("name", NAME)  # (older files: E2 itself, whose primary endpoint came after it)
-    data.setdefault("primary_post_hoc", True)
     cfg = data["config"]
     for arm, runs in data["fd"].items():
         for seed, r in runs.items():

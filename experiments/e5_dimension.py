@@ -40,7 +40,7 @@ from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
-WIDTH = 128  # MIXTURE_MODEL's
+WIDTH = next(int(o.split("=")[1]) for o in MIXTURE_MODEL if o.startswith("model.width="))
 PRIMARY = "xent_median ddim-10"
 
 

@@ -122,8 +122,7 @@ def test_a_study_of_some_arms_has_its_own_name_and_a_primary_endpoint_declared_b
     data = {"config": {"channels": 16, "steps": 10, "n": 50, "samplers": ["ddim"],
                        "sampling_steps": [10, 20]},
             "fd": fd, "train_seconds": {"baseline": {0: 1.0}, "sa2u": {0: 2.0}}, "es_b": {},
-            "cm_steps": None, "cm_ratio": None, "missing": [], "name": "e2_uniform_t",
-            "primary_post_hoc": False}
+            "cm_steps": None, "cm_ratio": None, "missing": [], "name": "e2_uniform_t"}
     payload = e2.write_report(tmp_path, data, "python experiments/e2_fashion_mnist.py --name e2_uniform_t")
     assert not (tmp_path / "e2_fashion_mnist.md").exists()
     md = (tmp_path / "e2_uniform_t.md").read_text()
@@ -172,4 +171,5 @@ def test_a_study_split_across_processes_by_seed_gives_one_report(e2, tmp_path, c
     out = capsys.readouterr().out
     assert "sa2u seed 1: training" not in out and "sa2u seed 0: training" in out
     payload = json.loads((runs / "split.json").read_text())
-    assert payload["seeds"] == {"baseline": [0, 1], "sa2u": [0, 1]} and payload["primary_post_hoc"] is False
+    assert payload["seeds"] == {"baseline": [0, 1], "sa2u": [0, 1]}
+    assert "declared in code (`PRIMARY`) before this run" in payload["intro"]
