@@ -52,7 +52,10 @@ def main() -> None:
                         "run's command, commit, machine and date)")
     a = p.parse_args()
     if a.rerender:
-        rerender(Path(a.out))
+        try:
+            rerender(Path(a.out))
+        except ErrpropError as e:
+            p.error(str(e))
         print((Path(a.out) / "b4_quality.md").read_text(), flush=True)
         return
     if a.quick:

@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.rerender:
         docs = Path(a.docs) if not a.quick else Path(a.out) / "quick"
-        rerender(docs, a.name)
+        try:
+            rerender(docs, a.name)
+        except ErrpropError as e:
+            p.error(str(e))
         print((docs / f"{a.name}.md").read_text())
         return
     arms = set(a.arms.split(","))

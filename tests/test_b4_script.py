@@ -47,3 +47,14 @@ def test_a_run_finished_everywhere_has_no_warning(b4, tmp_path):
 def test_rerender_without_a_result_file_names_it(b4, tmp_path):
     with pytest.raises(ErrpropError, match="b4_quality.json does not exist"):
         b4.rerender(tmp_path)
+
+
+def test_rerender_of_a_file_without_provenance_is_a_usage_error_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "b4_quality.json").write_text('{"results": {}}')
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "b4_quality.py"), "--rerender", "--out",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "records no command, commit, machine, date" in r.stderr
+    assert "Traceback" not in r.stderr

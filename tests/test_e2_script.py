@@ -145,6 +145,7 @@ def test_a_study_of_some_arms_has_its_own_name_and_a_primary_endpoint_declared_b
     (["--arms", "baseline,cm", "--name", "x"], "cm (the baseline given SA-2's step cost) needs sa2"),
     (["--arms", "baseline,sa2u", "--name", "x", "--only", "ep"], "are not in --arms"),
     (["--seed-list", "0,one"], "--seed-list: '0,one' is not"),
+    (["--rerender", "--name", "nosuch", "--docs", "/nonexistent"], "/nonexistent/nosuch.json does not exist"),
     (["--arms", "baseline,sa2u", "--name", "x", "--only", "sa2u", "--seed-list", "1,3"],
      "--seed-list: seed(s) [3] belong to none of the arms run here (sa2u"),
 ])
