@@ -66,3 +66,25 @@ def test_quick_run_writes_the_result_and_a_claim_the_table_can_read(e8, tmp_path
     # SA-2 differs from the baseline in its loss, and its t-sampling is flagged (SA's code draws t
     # antithetically); nothing of the training budget or model differs
     assert "loss.t_sampling" in row[1] and "train." not in row[1] and "model." not in row[1]
+
+
+@pytest.mark.slow
+def test_a_longer_study_trains_the_shorter_ones_runs_on(e8, tmp_path, monkeypatch):
+    """--steps 10 then --steps 20: one folder; the runs are trained on (recorded in their
+    changes.jsonl), the FDs of the budgets both studies share are read back, not recomputed."""
+    # the step costs are measured at full size outside --quick (minutes); not what this tests
+    monkeypatch.setattr(e8, "step_costs", lambda base, arms, **_: {x.name: 1.0 + (x.name != "baseline")
+                                                                  for x in arms})
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    tiny = ["--first", "10", "--n", "60", "--seeds", "2", "--only", "sa2", "--jobs", "1",
+            "--out", str(runs), "--docs", str(docs)]
+    assert e8.main(["--steps", "10", *tiny]) == 0
+    base = runs / "n60" / "baseline" / "seed0"
+    shared = base / "e8_fd_step20.json"
+    before = shared.stat().st_mtime_ns
+    assert e8.main(["--steps", "20", *tiny]) == 0
+    change = json.loads((base / "changes.jsonl").read_text().splitlines()[-1])
+    assert change["resumed_at_step"] == 20 and change["changed"]["train.steps"] == [20, 40]
+    assert shared.stat().st_mtime_ns == before
+    res = json.loads((docs / "e8_digits.json").read_text())
+    assert res["budgets"] == [10, 20, 40] and res["steps"] == 20

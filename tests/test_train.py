@@ -142,6 +142,36 @@ def test_train_to_end_refuses_a_folder_with_another_config(tmp_path):
                      progress=False)
 
 
+def test_train_to_end_extends_a_run_exactly(tmp_path):
+    """With ``extend`` (E8's budgets along one training) a run trained to 10 steps is trained on to
+    20 — bit for bit the run trained to 20 at once, its checkpoints kept — and the change is
+    recorded; what the run learns still may not differ, and a shorter request reads the longer run
+    as it is."""
+    from errprop.train import train_to_end
+
+    def cfg(steps, *more):
+        return config.load(overrides=FAST + [f"train.steps={steps}", "train.ckpt_every=5",
+                                             f"train.keep_last={steps // 5}", *more])
+
+    whole = train_to_end(cfg(20), tmp_path / "whole", progress=False)
+    run = tmp_path / "r"
+    train_to_end(cfg(10), run, progress=False)
+    with pytest.raises(ErrpropError, match="another config.*train.steps"):
+        train_to_end(cfg(20), run, progress=False)  # without extend: another run
+    with pytest.raises(ErrpropError, match="another config.*loss.name"):
+        train_to_end(cfg(20, "loss.name=sa"), run, progress=False, extend=True)
+    assert checkpoint.load(run)[1]["step"] == 10
+    done = train_to_end(cfg(20), run, progress=False, extend=True)
+    assert done.step == 20 and done.start == 10
+    a, b = _weights(whole.run), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "an extended run differs from the run trained at once"
+    assert [checkpoint._step_of(p) for p in checkpoint.list_checkpoints(run)] == [5, 10, 15, 20]
+    change = json.loads((run / "changes.jsonl").read_text().splitlines()[-1])
+    assert change["changed"]["train.steps"] == [10, 20]
+    again = train_to_end(cfg(10), run, progress=False, extend=True)  # a shorter study reads it
+    assert again.step == 20 and checkpoint.load(run)[1]["step"] == 20
+
+
 def test_resume_follows_the_one_rule_and_records_every_change(tmp_path):
     """train(resume=True) — the API, as the CLI does — refuses a change to what the run learns
     unless allowed (naming the field, before touching the folder), and records every change."""

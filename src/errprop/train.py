@@ -212,7 +212,7 @@ def train(cfg: Config, run: str | Path | None = None, resume: bool = False, prog
         ctx.close()
 
 
-def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainResult:
+def train_to_end(cfg: Config, run: str | Path, progress: bool = True, extend: bool = False) -> TrainResult:
     """Train ``run`` to ``cfg.train.steps`` for a script that measures the result afterwards.
 
     A finished run with the same config is left as it is; an interrupted one is continued; a run
@@ -226,10 +226,17 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     or ``sample`` fields): a script's folder stands for exactly one config — the one whose result
     it measures — so any difference, ``train.steps`` and ``train.lr`` included, is another run.
     A config saved before a field was added (which then takes its default) is the same.
+
+    With ``extend`` a run may also differ in how long it trains (:data:`EXTENDABLE`): a study that
+    measures checkpoints along one training (E8's budgets) trains an existing run on to a larger
+    ``train.steps`` — the change recorded in its ``changes.jsonl`` — or reads a longer one as it is.
+    This is exact, not approximate: every draw and the learning rate are functions of the step
+    alone (the constant rate after warm-up), so the checkpoint at step k is the same whether the
+    run was started for k steps or for more (``tests/test_train.py::test_resume_is_bitwise_exact``).
     """
     run = Path(run)
     if checkpoint.list_checkpoints(run):
-        _check_same_config(run, cfg)
+        _check_same_config(run, cfg, EXTENDABLE if extend else ())
         _, meta = checkpoint.load(run)
         if meta["step"] >= cfg.train.steps:
             return TrainResult(run, meta["step"], False, checkpoint.resolve(run))
@@ -242,8 +249,14 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True) -> TrainRe
     return result
 
 
-def _check_same_config(run: Path, cfg: Config) -> None:
-    """An error naming the differing fields unless the run's ``config.yaml`` is ``cfg``."""
+#: What :func:`train_to_end` with ``extend`` lets differ: the length of the training and how many
+#: of its checkpoints are kept — nothing that changes what step k trains to.
+EXTENDABLE = ("train.steps", "train.keep_last")
+
+
+def _check_same_config(run: Path, cfg: Config, free: tuple[str, ...] = ()) -> None:
+    """An error naming the differing fields unless the run's ``config.yaml`` is ``cfg`` (the
+    fields in ``free`` aside)."""
     stored = run / "config.yaml"
     if not stored.is_file():
         raise ErrpropError(f"{run} holds checkpoints but no config.yaml (another run, or a damaged one); "
@@ -253,7 +266,7 @@ def _check_same_config(run: Path, cfg: Config) -> None:
     except (ErrpropError, KeyError, TypeError) as e:
         raise ErrpropError(f"{run} holds a run with another config (its config.yaml does not load: {e}); "
                            "delete it or use another folder") from None
-    diff = changed(old, cfg)
+    diff = {k: v for k, v in changed(old, cfg).items() if k not in free}
     if diff:
         raise ErrpropError(f"{run} holds a run with another config ({run_rules.describe(diff)}); delete it "
                            "or use another folder")
