@@ -27,6 +27,17 @@ def test_verdict_rule():
         verdict(0, 1, "better")
 
 
+def test_interval_says_when_one_pair_has_none():
+    from errprop.findings import interval
+    from errprop.stats import paired
+
+    assert interval({"mean": -1.0, "lo": -2.0, "hi": -0.5, "p_holm": 0.01}) == "-1 [-2, -0.5]; p_Holm 0.01"
+    one = paired([1.0], [2.0])  # a one-seed run (E5's pilot): lo and hi are nan, None once stored
+    assert interval(one) == "-1 (one pair: no interval)"
+    assert interval({**one, "lo": None, "hi": None}) == "-1 (one pair: no interval)"
+    assert verdict(one["lo"], one["hi"], "lower") == verdict(None, None, "higher") == "not decidable"
+
+
 def _repo(tmp_path: Path) -> Path:
     write_result(tmp_path / "docs" / "results", "bx", "BX", "python bx.py", {"x": 1},
                  [["case", "ratio"], ["a", "0.91"]], "Goal ≥ 0.85.")

@@ -17,6 +17,8 @@ entirely on the claimed side → *supported*; entirely on the other side → *co
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import re
@@ -34,9 +36,12 @@ SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "not decidable
 
 def verdict(lo: float, hi: float, claimed: str) -> str:
     """The verdict on a claim that an effect is ``claimed`` ("lower" or "higher" than 0), from the
-    effect's confidence interval [lo, hi]."""
+    effect's confidence interval [lo, hi]; no interval (one pair: nan, or None once stored) decides
+    nothing."""
     if claimed not in ("lower", "higher"):
         raise ErrpropError(f"verdict: claimed must be 'lower' or 'higher', got {claimed!r}")
+    if not (_finite(lo) and _finite(hi)):
+        return UNDECIDED
     below, above = hi < 0, lo > 0
     if (below and claimed == "lower") or (above and claimed == "higher"):
         return SUPPORTED
@@ -49,7 +54,13 @@ def interval(p: dict) -> str:
     """A paired difference as results quote it: ``+mean [lo, hi]``, then ``; p_Holm x`` when the
     test was adjusted for its family."""
     holm = f"; p_Holm {p['p_holm']:.2g}" if "p_holm" in p else ""
+    if not all(_finite(p.get(k)) for k in ("lo", "hi")):  # one pair: no spread, no interval
+        return f"{p['mean']:+.3g} (one pair: no interval)"
     return f"{p['mean']:+.3g} [{p['lo']:+.3g}, {p['hi']:+.3g}]{holm}"
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def provenance_of(payload: dict) -> dict:
