@@ -17,9 +17,8 @@ entirely on the claimed side → *supported*; entirely on the other side → *co
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import os
 import re
 from collections.abc import Callable
