@@ -237,12 +237,14 @@ def main(argv: list[str] | None = None) -> None:
 
     missing: list[str] = []
 
-    def run_arm(name: str, overrides: list[str], n_seeds: int) -> None:
+    def run_arm(name: str, overrides: list[str], n_seeds: int, shared: list[str] = base) -> None:
+        """Train and score the seeds of one arm: ``shared`` (every arm's size; the compute-matched
+        baseline's has its own steps) and then the arm's ``overrides``."""
         for seed in range(n_seeds):
             if seed_list is not None and seed not in seed_list:
                 continue
             cfg = config_mod.load(ROOT / "configs" / "fashion_mnist.yaml",
-                                  base + overrides + [f"train.seed={seed}"])
+                                  shared + overrides + [f"train.seed={seed}"])
             run_dir = out / name / f"seed{seed}"
             tfile = run_dir / "train_seconds.json"
             if a.report:
@@ -288,12 +290,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[e2] SA-2 / baseline step time: {ratio:.3f} (interleaved timing)", flush=True)
         base_cm = [o for o in base if not o.startswith(("train.steps", "train.ckpt_every"))]
         base_cm += [f"train.steps={cm_steps}", f"train.ckpt_every={cm_steps}"]
-        saved_base, base[:] = list(base), base_cm
         if "cm" in only and ratio == ratio:
-            run_arm("cm", [], n_seeds["cm"])
+            run_arm("cm", [], n_seeds["cm"], shared=base_cm)
         elif a.report:
             missing.append("cm (not started)")
-        base[:] = saved_base
     best_b: dict = {}
     if "es" in only and seed_list is None:
         best_b = _epsilon_scaling(a, out, ks, samplers, device, fd, missing, command)
