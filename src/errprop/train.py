@@ -237,7 +237,8 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True, extend: bo
     ``train.steps`` — the change recorded in its ``changes.jsonl`` — or reads a longer one as it is.
     This is exact, not approximate: every draw and the learning rate are functions of the step
     alone (the constant rate after warm-up), so the checkpoint at step k is the same whether the
-    run was started for k steps or for more (``tests/test_train.py::test_train_to_end_extends_a_run_exactly``).
+    run was started for k steps or for more
+    (``tests/test_train.py::test_train_to_end_extends_a_run_exactly``).
     """
     run = Path(run)
     if checkpoint.list_checkpoints(run):
