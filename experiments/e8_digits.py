@@ -102,12 +102,13 @@ def _unit(arm: Arm, seed: int, steps: int, first: int, out: str, n: int) -> dict
     res: dict = {}
     scorer = None
     for b in budgets(steps, first):
-        if b not in by_step:
-            raise RuntimeError(f"{run_dir}: no checkpoint at step {b} (train.keep_last too small?)")
         key = {"n": n, "seed": seed, "settings": SETTINGS, "numerics": NUMERICS, "step": b}
 
         def score(b=b):
             nonlocal scorer
+            if b not in by_step:  # (only a budget not yet measured needs its checkpoint)
+                raise RuntimeError(f"{run_dir}: no checkpoint at step {b} to measure (train.keep_last "
+                                   "too small?)")
             run = load_run(by_step[b])
             scorer = scorer or Scorer(run, "fd", n, seed, "cpu")
             row = {}

@@ -21,6 +21,25 @@ def test_roundtrip_and_keep_last(tmp_path):
     assert meta["step"] == 4 and torch.equal(tensors["model.w"], torch.full((3,), 4.0))
 
 
+def test_an_interruptions_checkpoint_is_not_counted_and_goes_once_superseded(tmp_path):
+    """keep_last 3: the transient checkpoint of step 7 (an interruption) is kept until step 8 is
+    saved, then removed, and never pushes out step 2 — a budget a study may still measure."""
+    def save(step):
+        return checkpoint.save(tmp_path, step, {"model.w": torch.zeros(1)}, {"config": {}}, 3,
+                               transient=step % 2 == 1)
+
+    def steps():
+        return [checkpoint._step_of(p) for p in checkpoint.list_checkpoints(tmp_path)]
+
+    for step in (2, 4, 6, 7):
+        save(step)
+    assert steps() == [2, 4, 6, 7]  # the resume point is the latest, and 2 is still there
+    save(8)
+    assert steps() == [4, 6, 8]  # 7 superseded; keep_last counts the grid as before
+    assert not list((tmp_path / "checkpoints").glob("step-00000007.*"))
+    assert not list((tmp_path / "checkpoints").glob("step-00000002.*"))
+
+
 def test_corrupted_truncated_and_foreign(tmp_path):
     js = _save(tmp_path, 5)
     st = js.with_suffix(".safetensors")

@@ -127,6 +127,8 @@ def test_train_to_end_never_returns_a_half_trained_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "_lr", lr)
     done = train_to_end(cfg, tmp_path / "r", progress=False)
     assert done.step == 50 and not done.interrupted
+    # the interruption's checkpoint was a resume point only: gone once the run saved a later one
+    assert [checkpoint._step_of(p) for p in checkpoint.list_checkpoints(tmp_path / "r")] == [50]
 
 
 def test_train_to_end_refuses_a_folder_with_another_config(tmp_path):

@@ -69,8 +69,12 @@ def _remove_debris(d: Path) -> None:
 
 
 def save(run: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-         keep_last: int = 3) -> Path:
+         keep_last: int = 3, transient: bool = False) -> Path:
     """Write the checkpoint of ``step`` and prune to the last ``keep_last``; returns the JSON path.
+
+    A ``transient`` checkpoint (written where an interruption stopped the run: only a place to
+    resume from) is not counted in ``keep_last`` and is removed once a later checkpoint is saved,
+    so that it never pushes out one a study measures (E4's and E8's budgets).
 
     A failing write (disk full, permissions) raises :class:`ErrpropError` and leaves the earlier
     checkpoints as they were.
@@ -84,7 +88,8 @@ def save(run: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str,
         d.mkdir(parents=True, exist_ok=True)
         _remove_debris(d)
         atomic_write(st_path, lambda p: save_file(tensors, str(p)))
-        meta = {**meta, "format": FORMAT, "errprop_version": __version__, "step": step,
+        meta = {**meta, **({"transient": True} if transient else {}), "format": FORMAT,
+                "errprop_version": __version__, "step": step,
                 "tensors": st_path.name, "size": st_path.stat().st_size, "sha256": _sha256(st_path)}
         atomic_write(js_path, lambda p: p.write_text(json.dumps(meta, indent=1)))
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
@@ -93,11 +98,21 @@ def save(run: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str,
             f"could not write the checkpoint of step {step} to {d}: {getattr(e, 'strerror', None) or e}; "
             f"the last complete checkpoint is {last[-1] if last else 'none'}"
         ) from e
-    for old in list_checkpoints(run)[:-keep_last]:
+    kept = [p for p in list_checkpoints(run) if p != js_path or not transient]
+    superseded = [p for p in kept if _is_transient(p)]  # older than this one: resume from this
+    kept = [p for p in kept if p not in superseded]
+    for old in superseded + kept[:-keep_last]:
         old.unlink(missing_ok=True)  # the commit marker first: a half-pruned checkpoint is debris
         old.with_suffix(".safetensors").unlink(missing_ok=True)
     fsync_dir(d)
     return js_path
+
+
+def _is_transient(js: Path) -> bool:
+    try:
+        return bool(json.loads(js.read_text()).get("transient"))
+    except (OSError, ValueError, AttributeError):  # unreadable: not ours to delete here
+        return False
 
 
 def set_aside_after(run: Path, step: int) -> list[Path]:

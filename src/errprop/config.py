@@ -184,6 +184,8 @@ class TrainConfig:
     seed: int = _f(0)
     log_every: int = _f(50, min=1)
     ckpt_every: int = _f(1000, min=1)
+    # the last checkpoints kept; one written where an interruption stopped the run is not counted
+    # and is removed once a later one is saved (it never pushes out one a study measures)
     keep_last: int = _f(3, min=1)
     skip_nonfinite: int = _f(0, min=0)  # batches with a NaN/inf loss or gradient skipped per run
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))

@@ -420,8 +420,9 @@ class _Trainer:
             for be, b in self._ema_buffers:
                 be.copy_(b)
 
-    def commit(self, step: int) -> Path:
-        """Rank 0 writes the checkpoint of ``step``; every rank learns whether that worked."""
+    def commit(self, step: int, transient: bool = False) -> Path:
+        """Rank 0 writes the checkpoint of ``step`` (``transient``: where an interruption stopped
+        the run, see :func:`errprop.checkpoint.save`); every rank learns whether that worked."""
         error = None
         if self.ema is not None:  # rank 0
             net, cfg = self.net, self.cfg
@@ -433,7 +434,8 @@ class _Trainer:
             if cfg.model.net == "diffusers":  # the architecture, so the run loads without its init folder
                 meta["diffusers_unet_config"] = dict(net.unet.config)
             try:
-                checkpoint.save(self.run, step, tensors | opt_tensors, meta, keep_last=self.tc.keep_last)
+                checkpoint.save(self.run, step, tensors | opt_tensors, meta, keep_last=self.tc.keep_last,
+                                transient=transient)
             except ErrpropError as e:
                 error = e
         (failed,) = self.ctx.agree(error is not None)
@@ -473,7 +475,7 @@ class _Trainer:
                         break
                 interrupted = step < tc.steps
                 if interrupted and self.saved != checkpoint.checkpoint_path(run, step):
-                    self.saved = self.commit(step)
+                    self.saved = self.commit(step, transient=True)
         finally:
             bar.close()
             if log is not None:
