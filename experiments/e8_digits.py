@@ -172,6 +172,10 @@ def notes(d: dict) -> str:
              if d["plateau"] else f"it still moves by more than {d['plateau_rule']:.0%} per doubling")
     out.append(f"The baseline's FD at DDIM-50 goes from {base[0]:.3g} ({bud[0]} steps) to {base[-1]:.3g} "
                f"({bud[-1]} steps), {base[-1] / fl:.2g}× its floor of {fl:.3g}: {where}.")
+    if base[-1] <= fl + d["floor"]["std"]:
+        out.append(f"At {bud[-1]} steps it is at the floor (training images against the same test images "
+                   f"score {fl:.3g} ± {d['floor']['std']:.2g} over seeds): a further gain at DDIM-50 is "
+                   "beyond what this FD resolves, whatever the trend.")
     for a in d["arms"][1:]:
         p = d["paired_primary"][a]
         out.append(f"{lab[a]} lowers the primary endpoint: **{claim_verdict(p['lo'], p['hi'], 'lower')}** "

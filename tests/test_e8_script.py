@@ -1,6 +1,7 @@
 """experiments/e8_digits.py end to end at its --quick size (numbers not meaningful), and its
 bookkeeping on made-up FDs."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def test_numbers_pair_on_seeds_and_match_compute_from_the_baselines_longer_run(e
     assert 8 not in {r["budget"] for r in d["compute_matched"]["ep"]}  # 2.7 × 8 > 16: no fair match
     text = e8.notes(d)
     assert "**supported**" in text and "**not decidable**" in text
+    assert "at the floor" not in text  # 10/16 = 0.625 at the last budget, the floor 0.5 ± 0
+    at_floor = copy.deepcopy(d)
+    for st in at_floor["per_budget"][16]["baseline"].values():
+        st["mean"] = 0.49
+    assert "At 16 steps it is at the floor" in e8.notes(at_floor)
     claims = e8.claims_summary(d)  # SA-2 at 8 against the baseline at 16; EP has no fair match
     assert set(claims["paired_against"]["cm"]) == {"sa2"}
     assert claims["arms"]["cm"]["fd ddim-10"]["mean"] == pytest.approx(10 / 16, abs=0.01)
