@@ -242,8 +242,10 @@ def images(a) -> None:
                 # version 2: version 1 read every grid's score from the first row of evaluate's file
                 # (ddim-5's, once other settings had been merged in), not from this setting's row.
                 # Objectives added since (the path KL given x0, the local error) are merged in.
+                # The checkpoint's step too: a run trained on since (E8's, by a longer study) is
+                # another model, measured again rather than mixed with the shorter one's scores.
                 key = {"n": a.n, "n_opt": a.n_opt, "candidates": a.candidates, "sampler": sampler, "steps": k,
-                       "version": 2}
+                       "version": 2, "checkpoint_step": run.step}
                 cache = run_dir / f"b8_fd_{sampler}{k}.json"
                 res = read_cached(cache, key) or {"scores": {}, "cost": {}}
                 grids = {name: dataclasses.replace(run.config.sample, grid=g, **opts)
