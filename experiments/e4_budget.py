@@ -11,10 +11,12 @@ an arm at budget b against the baseline at the smallest budget that costs at lea
     python experiments/e4_budget.py --data ring8 --seeds 5 --steps 16000
     python experiments/e4_budget.py --data random16 --seeds 5 --steps 4000
     python experiments/e4_budget.py --data ring8 --seeds 2 --quick   # smoke run
+    python experiments/e4_budget.py --data random128 --width 512     # a wider MLP for a larger D
 
 Resumable: rerun the same command after an interruption. Writes ``<out>/<data>/`` (runs,
 study.json) and the result files ``docs/results/e4_budget_<data>.*`` and ``e6_solvers_<data>.*``
-(:mod:`errprop.budget_report`).
+(:mod:`errprop.budget_report`); with ``--width W`` other than the mixtures' 128, ``<data>_wW`` in
+each name (a study of another width is a result of its own).
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ import torch
 from errprop.demo import default_jobs
 from errprop.errors import ErrpropError
 from errprop.files import cached
-from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, sizes, step_costs
+from errprop.study import (
+    MIXTURE_WIDTH,
+    Settings,
+    mixture,
+    mixture_model,
+    objective_arms,
+    run_study,
+    sizes,
+    step_costs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
@@ -51,6 +62,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--steps", type=int, default=16000, help="training steps of every arm (the last budget)")
     p.add_argument("--first", type=int, default=1000, help="the first budget measured; then ×2 up to --steps")
+    p.add_argument("--width", type=int, default=MIXTURE_WIDTH,
+                   help=f"the MLP's width (the mixtures' network: {MIXTURE_WIDTH}); a study of another width "
+                        "is a result of its own")
     p.add_argument("--only", default=None, help="comma-separated arm names (baseline is always run)")
     p.add_argument("--out", default=str(ROOT / "runs" / "e4"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
@@ -62,16 +76,21 @@ def main() -> None:
         data, dim, label = mixture(a.data)
     except ErrpropError as e:
         p.error(f"--data: {e}")
+    try:
+        model, tag = mixture_model(a.width)
+    except ErrpropError as e:
+        p.error(f"--width: {e}")
+    name, label = a.data + tag, label + (f", MLP width {a.width}" if tag else "")
     arms = objective_arms(dim, a.only.split(",") if a.only else ARMS)
     steps, first = (200, 50) if a.quick else (a.steps, a.first)
     if steps % first:
         p.error(f"--steps {steps} must be a multiple of --first {first}")
     settings = Settings(
-        base=data + MIXTURE_MODEL + [f"train.steps={steps}", f"train.ckpt_every={first}",
+        base=data + model + [f"train.steps={steps}", f"train.ckpt_every={first}",
                                      f"train.keep_last={steps // first}"],
         seeds=list(range(a.seeds)), samplers=SAMPLERS, budgets=budgets(steps, first), **sizes(a.quick))
     torch.set_num_threads(1)  # tiny MLPs: one thread beats several fighting over the cores
-    out = Path(a.out) / (a.data + ("-quick" if a.quick else ""))
+    out = Path(a.out) / (name + ("-quick" if a.quick else ""))
     study = run_study(out, arms, settings, progress=False, jobs=a.jobs)
     command = shlex.join(["python", "experiments/e4_budget.py", *sys.argv[1:]])
     docs = Path(a.docs) if not a.quick else out
@@ -85,7 +104,7 @@ def main() -> None:
                                             "steps": n, "skip": skip},
                    lambda: step_costs(settings.base, arms, steps=n, skip=skip))
     print("[e4] step cost over the baseline's: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
-    for path in write_budget_results(out, docs, study, arms, settings, a.data, label, command, costs):
+    for path in write_budget_results(out, docs, study, arms, settings, name, label, command, costs):
         print(path)
 
 

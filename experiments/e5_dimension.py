@@ -32,15 +32,24 @@ import torch  # noqa: E402
 from errprop.budget_report import CONVERGED  # noqa: E402
 from errprop.config_diff import arms_differences, arms_sentence  # noqa: E402
 from errprop.demo import default_jobs  # noqa: E402
+from errprop.errors import ErrpropError  # noqa: E402
 from errprop.findings import interval, verdict  # noqa: E402
 from errprop.plots import save_figure  # noqa: E402
 from errprop.results import write_result, write_study_summary  # noqa: E402
 from errprop.stats import holm_adjust, summary  # noqa: E402
-from errprop.study import MIXTURE_MODEL, Settings, mixture, objective_arms, run_study, scalar_metrics, sizes  # noqa: E402
+from errprop.study import (  # noqa: E402
+    MIXTURE_WIDTH,
+    Settings,
+    mixture,
+    mixture_model,
+    objective_arms,
+    run_study,
+    scalar_metrics,
+    sizes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["sa2", "sa2_uniform", "sa3", "ep"]
-WIDTH = next(int(o.split("=")[1]) for o in MIXTURE_MODEL if o.startswith("model.width="))
 PRIMARY = "xent_median ddim-10"
 
 
@@ -58,9 +67,9 @@ def main() -> None:
     p.add_argument("--dims", default="2,8,32,128,512", help="comma-separated dimensions D")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--steps", type=int, default=4000, help="training steps of every arm at every D")
-    p.add_argument("--width", type=int, default=WIDTH,
-                   help=f"the MLP's width at every D (the mixtures' network: {WIDTH}); a study of another "
-                        "width is a result of its own")
+    p.add_argument("--width", type=int, default=MIXTURE_WIDTH,
+                   help=f"the MLP's width at every D (the mixtures' network: {MIXTURE_WIDTH}); a study of "
+                        "another width is a result of its own")
     p.add_argument("--only", default=None, help="comma-separated arm names (baseline is always run)")
     p.add_argument("--out", default=str(ROOT / "runs" / "e5"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results"))
@@ -74,11 +83,11 @@ def main() -> None:
             raise ValueError
     except ValueError:
         p.error(f"--dims: expected comma-separated positive integers, got {a.dims!r}")
-    if a.width < 1:
-        p.error(f"--width: expected a positive integer, got {a.width}")
+    try:
+        model, tag = mixture_model(a.width)
+    except ErrpropError as e:
+        p.error(f"--width: {e}")
     steps = 100 if a.quick else a.steps
-    model = [o for o in MIXTURE_MODEL if not o.startswith("model.width=")] + [f"model.width={a.width}"]
-    tag = "" if a.width == WIDTH else f"_w{a.width}"
     name = f"e5_dimension{tag}"
     command = shlex.join(["python", "experiments/e5_dimension.py", *sys.argv[1:]])
     docs = Path(a.out) / "quick" if a.quick else Path(a.docs)

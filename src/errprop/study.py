@@ -70,6 +70,18 @@ class Arm:
 #: enough that its errors stay visible above the floors at the budgets they train for.
 MIXTURE_MODEL = ["model.width=128", "model.depth=2", "train.batch_size=256", "train.lr=1e-3",
                  "train.warmup=100", "train.ema_decay=0.995", "train.log_every=100"]
+#: The width of :data:`MIXTURE_MODEL`'s MLP.
+MIXTURE_WIDTH = next(int(o.split("=")[1]) for o in MIXTURE_MODEL if o.startswith("model.width="))
+
+
+def mixture_model(width: int = MIXTURE_WIDTH) -> tuple[list[str], str]:
+    """:data:`MIXTURE_MODEL` at another MLP width (a larger D wants a wider network, E5) and the tag
+    that names a study of it (``""`` at the mixtures' own width, else ``"_w<width>"``): a study of
+    another width is a result of its own, its runs in folders of their own."""
+    if width < 1:
+        raise ErrpropError(f"expected a positive integer (the MLP's width), got {width}")
+    model = [o for o in MIXTURE_MODEL if not o.startswith("model.width=")] + [f"model.width={width}"]
+    return model, "" if width == MIXTURE_WIDTH else f"_w{width}"
 
 
 def sizes(quick: bool = False) -> dict:
