@@ -45,7 +45,7 @@ from errprop.findings import interval
 from errprop.findings import verdict as claim_verdict
 from errprop.results import write_result, write_study_summary
 from errprop.stats import holm_adjust, paired, summary
-from errprop.study import Arm, objective_arms, step_costs, training_cost
+from errprop.study import Arm, objective_arms, pool_task, step_costs, training_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 D = 64  # 8 × 8 pixels
@@ -84,6 +84,7 @@ def arm_steps(arm: Arm, steps: int) -> int:
     return 2 * steps if arm.name == "baseline" else steps
 
 
+@pool_task
 def _unit(arm: Arm, seed: int, steps: int, first: int, out: str, n: int) -> dict:
     """Train one arm × seed to the end and score every budget's checkpoint (in a worker process:
     one thread). Returns {budget: {setting: FD, "floor": FD}}."""

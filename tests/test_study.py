@@ -177,3 +177,29 @@ def test_an_unreadable_cached_measurement_is_measured_again(tmp_path):
     again = run_study(tmp_path, arms, s, progress=False, log=logs.append)
     assert any("seed 0" in m for m in logs) and not any("seed 1" in m for m in logs)
     assert json.dumps(again["results"]["baseline"]) == json.dumps(first["results"]["baseline"])
+
+
+def test_a_worker_whose_training_was_stopped_starts_no_further_unit(tmp_path, monkeypatch):
+    """A process pool hands a worker its next unit before the last one ends, and a stopped study
+    cannot take it back: once a signal stopped a training in a worker, the units still queued to it
+    end at once (TrainingInterrupted), instead of training to their end while the study waits."""
+    from errprop import study as study_mod
+    from errprop.train import TrainingInterrupted
+
+    monkeypatch.setattr(study_mod, "_STOPPED", [])
+    started = []
+
+    def stopped(cfg, run, progress):
+        started.append(run)
+        raise TrainingInterrupted(f"training of {run} was interrupted at step 7 of 20")
+
+    monkeypatch.setattr(study_mod, "train_to_end", stopped)
+    s = Settings(base=BASE, **TINY)
+    unit, queued = study_mod._units(tmp_path, [Arm("baseline", "base", [])], s)
+    with pytest.raises(TrainingInterrupted, match="step 7 of 20"):
+        study_mod._train_and_measure(unit, s, False, 1)
+    with pytest.raises(TrainingInterrupted, match="not started: this worker's last training was stopped"):
+        study_mod._train_and_measure(queued, s, False, 1)
+    with pytest.raises(TrainingInterrupted, match="not started"):
+        study_mod._measure_exact(BASE, s, 0, 1)
+    assert started == [unit.run]  # the queued unit never reached its training

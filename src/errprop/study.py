@@ -19,6 +19,7 @@ Results are cached per (arm, seed) and runs are resumable, so an interrupted stu
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -52,7 +53,7 @@ from .metrics.xent import excess_cross_entropy
 from .samplers import step_options
 from .stats import holm_adjust, paired, summary
 from .streams import default_dtype, draw_data, reference_sets
-from .train import NUMERICS, read_metrics, train_to_end
+from .train import NUMERICS, TrainingInterrupted, read_metrics, train_to_end
 
 _MMD_N = 1000
 
@@ -247,6 +248,30 @@ def _cached(unit: _Unit, settings: Settings) -> dict | None:
     return None
 
 
+#: Set in a worker process whose training a signal stopped: the units already queued to it (a
+#: process pool hands each worker its next task before the last one ends, and cancelling cannot
+#: take it back) then end at once instead of each training to its end while the study waits.
+_STOPPED: list[str] = []
+
+
+def pool_task(fn):
+    """Make ``fn`` a task for a pool worker process that a stop ends: it does not start once a
+    signal has stopped a training in this process (:class:`errprop.train.TrainingInterrupted`,
+    which it raises then), and such an interruption inside it marks the process stopped. Used by
+    the studies' tasks and E8's."""
+    @functools.wraps(fn)
+    def task(*args, **kwargs):
+        if _STOPPED:
+            raise TrainingInterrupted(f"not started: {_STOPPED[0]}")
+        try:
+            return fn(*args, **kwargs)
+        except TrainingInterrupted as e:
+            _STOPPED.append(f"this worker's last training was stopped ({e})")
+            raise
+    return task
+
+
+@pool_task
 def _train_and_measure(unit: _Unit, settings: Settings, progress: bool, threads: int) -> dict:
     """Train one (arm, seed) to the end and measure it; the result is cached in its run folder.
     ``threads``: intra-op threads, the same wherever the unit runs (they can change the rounding)."""
@@ -267,6 +292,7 @@ def _train_and_measure(unit: _Unit, settings: Settings, progress: bool, threads:
     return cached
 
 
+@pool_task
 def _measure_exact(base: list[str], settings: Settings, seed: int, threads: int) -> tuple[dict, dict]:
     """The exact denoiser's measurements and the data-vs-data floors of one seed."""
     torch.set_num_threads(threads)

@@ -250,9 +250,13 @@ def train_to_end(cfg: Config, run: str | Path, progress: bool = True, extend: bo
     else:
         result = train(cfg, run, progress=progress)
     if result.interrupted:
-        raise ErrpropError(f"training of {run} was interrupted at step {result.step} of "
+        raise TrainingInterrupted(f"training of {run} was interrupted at step {result.step} of "
                            f"{cfg.train.steps} (checkpoint saved); run the same command again to continue")
     return result
+
+
+class TrainingInterrupted(ErrpropError):
+    """:func:`train_to_end`'s training was stopped by SIGINT/SIGTERM (its checkpoint saved)."""
 
 
 #: What :func:`train_to_end` with ``extend`` lets differ: the length of the training and how many
